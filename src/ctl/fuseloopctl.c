@@ -1,0 +1,729 @@
+/* fuseloopctl: the command-line client that maps, unmaps, lists and inspects fuseloopd mappings
+ * through the org.proxmox.FuseLoop1 system bus API; it holds no state of its own. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <systemd/sd-bus.h>
+
+#include "bus-names.h"
+#include "macro.h"
+#include "util.h"
+
+/* Map returns only once udev has processed the device and all its partitions, which can take a
+ * while on a busy machine; Unmap may wait for the kernel to release the backing file. */
+#define CALL_TIMEOUT_USEC (UINT64_C(120) * UINT64_C(1000000))
+
+#define EXIT_USAGE 2
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(DIR *, closedir)
+
+/* Long-only options; each value is also a bit in arg_given so verbs can reject foreign options. */
+enum {
+        ARG_VERSION = 0x100,
+        ARG_PARTSCAN,
+        ARG_OFFSET,
+        ARG_SIZE,
+        ARG_SECTOR_SIZE,
+        ARG_DIRECT_IO,
+        ARG_BIND,
+        ARG_LAZY,
+        ARG_NO_LEGEND,
+};
+#define ARG_BIT(a) (1u << ((a) - ARG_VERSION))
+
+static const struct option options[] = {
+        { "help",        no_argument,       NULL, 'h'             },
+        { "version",     no_argument,       NULL, ARG_VERSION     },
+        { "partscan",    no_argument,       NULL, ARG_PARTSCAN    },
+        { "offset",      required_argument, NULL, ARG_OFFSET      },
+        { "size",        required_argument, NULL, ARG_SIZE        },
+        { "sector-size", required_argument, NULL, ARG_SECTOR_SIZE },
+        { "direct-io",   required_argument, NULL, ARG_DIRECT_IO   },
+        { "bind",        no_argument,       NULL, ARG_BIND        },
+        { "lazy",        no_argument,       NULL, ARG_LAZY        },
+        { "no-legend",   no_argument,       NULL, ARG_NO_LEGEND   },
+        {}
+};
+
+static unsigned arg_given;
+static uint64_t arg_offset;
+static uint64_t arg_size;
+static uint32_t arg_sector_size;
+static bool arg_direct_io;
+
+/* Prints one "fuseloopctl: ..." line on stderr, with %m standing for error. Returns -abs(error),
+ * or -EINVAL when error is 0, so callers can return it. */
+_printf_(2, 3)
+static int error_errno(int error, const char *fmt, ...) {
+        va_list ap;
+
+        error = error < 0 ? -error : error;
+        errno = error;
+        (void) fputs("fuseloopctl: ", stderr);
+        va_start(ap, fmt);
+        (void) vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        (void) fputc('\n', stderr);
+        return error > 0 ? -error : -EINVAL;
+}
+
+/* Reports a failed bus call. Our API's errors carry a complete message that quotes the bad input,
+ * so it stands alone; anything else (standard, errno-mapped or local errors) gets context. */
+_printf_(3, 4)
+static int bus_error_report(const sd_bus_error *error, int r, const char *fmt, ...) {
+        char context[512];
+        va_list ap;
+
+        if (r >= 0)
+                r = -EIO;
+
+        if (sd_bus_error_is_set(error) && error->message &&
+            startswith(error->name, FUSELOOP_ERROR_PREFIX))
+                return error_errno(r, "%s", error->message);
+
+        va_start(ap, fmt);
+        (void) vsnprintf(context, sizeof(context), fmt, ap);
+        va_end(ap);
+
+        if (sd_bus_error_is_set(error) && error->message)
+                return error_errno(r, "%s: %s", context, error->message);
+        return error_errno(r, "%s: %m", context);
+}
+
+static int bus_create_error(int r) {
+        return error_errno(r, "failed to create bus message: %m");
+}
+
+static int bus_parse_error(int r) {
+        return error_errno(r, "failed to parse bus message: %m");
+}
+
+static const char *empty_to_dash(const char *s) {
+        return s && *s ? s : "-";
+}
+
+static const char *yes_no(int b) {
+        return b ? "yes" : "no";
+}
+
+/* Connects to the system bus (DBUS_SYSTEM_BUS_ADDRESS is honoured) and lets the daemon ask polkit
+ * for interactive authorization on our calls. Returns 0 and the connection, or -errno after
+ * reporting it. */
+static int bus_connect(sd_bus **ret) {
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        int r;
+
+        r = sd_bus_open_system(&bus);
+        if (r < 0)
+                return error_errno(r, "failed to connect to the system bus: %m");
+
+        /* Applies to every method call message created on this connection from now on. */
+        r = sd_bus_set_allow_interactive_authorization(bus, true);
+        if (r < 0)
+                return error_errno(r, "failed to allow interactive authorization: %m");
+
+        *ret = TAKE_PTR(bus);
+        return 0;
+}
+
+/* Appends the map options the user gave, and only those, as the a{sv} argument of Map. */
+static int append_map_options(sd_bus_message *m) {
+        int r;
+
+        r = sd_bus_message_open_container(m, 'a', "{sv}");
+        if (r < 0)
+                return r;
+
+        if (arg_given & ARG_BIT(ARG_OFFSET)) {
+                r = sd_bus_message_append(m, "{sv}", FUSELOOP_OPT_OFFSET, "t", arg_offset);
+                if (r < 0)
+                        return r;
+        }
+        if (arg_given & ARG_BIT(ARG_SIZE)) {
+                r = sd_bus_message_append(m, "{sv}", FUSELOOP_OPT_SIZE, "t", arg_size);
+                if (r < 0)
+                        return r;
+        }
+        if (arg_given & ARG_BIT(ARG_PARTSCAN)) {
+                r = sd_bus_message_append(m, "{sv}", FUSELOOP_OPT_PARTITION_SCAN, "b", 1);
+                if (r < 0)
+                        return r;
+        }
+        if (arg_given & ARG_BIT(ARG_SECTOR_SIZE)) {
+                r = sd_bus_message_append(m, "{sv}", FUSELOOP_OPT_SECTOR_SIZE, "u",
+                                          arg_sector_size);
+                if (r < 0)
+                        return r;
+        }
+        if (arg_given & ARG_BIT(ARG_DIRECT_IO)) {
+                r = sd_bus_message_append(m, "{sv}", FUSELOOP_OPT_DIRECT_IO, "b",
+                                          (int) arg_direct_io);
+                if (r < 0)
+                        return r;
+        }
+        if (arg_given & ARG_BIT(ARG_BIND)) {
+                r = sd_bus_message_append(m, "{sv}", FUSELOOP_OPT_BIND_TO_CALLER, "b", 1);
+                if (r < 0)
+                        return r;
+        }
+
+        return sd_bus_message_close_container(m);
+}
+
+/* map NAME SOURCE: opens SOURCE with our own credentials, hands the fd to Map and prints the
+ * device path. The name goes through unchanged so users see the daemon's validation. */
+static int verb_map(char **args) {
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(closep) int fd = -EBADF;
+        const char *name = args[0], *source = args[1], *path, *device;
+        int r;
+
+        fd = open(source, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return error_errno(errno, "failed to open '%s': %m", source);
+
+        r = bus_connect(&bus);
+        if (r < 0)
+                return r;
+
+        r = sd_bus_message_new_method_call(bus, &m, FUSELOOP_BUS_NAME, FUSELOOP_MANAGER_PATH,
+                                           FUSELOOP_MANAGER_INTERFACE, "Map");
+        if (r < 0)
+                return bus_create_error(r);
+
+        /* sd-bus duplicates the fd into the message; ours is closed on return. */
+        r = sd_bus_message_append(m, "sh", name, fd);
+        if (r < 0)
+                return bus_create_error(r);
+
+        r = append_map_options(m);
+        if (r < 0)
+                return bus_create_error(r);
+
+        r = sd_bus_call(bus, m, CALL_TIMEOUT_USEC, &error, &reply);
+        if (r < 0)
+                return bus_error_report(&error, r, "failed to map '%s'", name);
+
+        r = sd_bus_message_read(reply, "os", &path, &device);
+        if (r < 0)
+                return bus_parse_error(r);
+
+        printf("%s\n", device);
+        return 0;
+}
+
+/* unmap NAME|/dev/loopN: the daemon resolves either form. */
+static int verb_unmap(char **args) {
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        const char *target = args[0];
+        int r;
+
+        r = bus_connect(&bus);
+        if (r < 0)
+                return r;
+
+        r = sd_bus_message_new_method_call(bus, &m, FUSELOOP_BUS_NAME, FUSELOOP_MANAGER_PATH,
+                                           FUSELOOP_MANAGER_INTERFACE, "Unmap");
+        if (r < 0)
+                return bus_create_error(r);
+
+        r = sd_bus_message_append(m, "s", target);
+        if (r < 0)
+                return bus_create_error(r);
+
+        if (arg_given & ARG_BIT(ARG_LAZY))
+                r = sd_bus_message_append(m, "a{sv}", 1, FUSELOOP_OPT_LAZY, "b", 1);
+        else
+                r = sd_bus_message_append(m, "a{sv}", 0);
+        if (r < 0)
+                return bus_create_error(r);
+
+        r = sd_bus_call(bus, m, CALL_TIMEOUT_USEC, &error, NULL);
+        if (r < 0)
+                return bus_error_report(&error, r, "failed to unmap '%s'", target);
+
+        return 0;
+}
+
+/* One line of the list table; the strings point into the reply message. */
+typedef struct ListRow {
+        const char *name, *device, *state, *source;
+        char size[FORMAT_SIZE_MAX];
+} ListRow;
+
+static int list_row_compare(const void *a, const void *b) {
+        return strcmp(((const ListRow *) a)->name, ((const ListRow *) b)->name);
+}
+
+/* list: one aligned line per mapping, sorted by name. */
+static int verb_list(char **args) {
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(freep) ListRow *rows = NULL;
+        size_t n = 0, allocated = 0;
+        int wname = strlen("NAME"), wdev = strlen("DEVICE"), wsize = strlen("SIZE");
+        int wstate = strlen("STATE");
+        int r;
+
+        (void) args;
+
+        r = bus_connect(&bus);
+        if (r < 0)
+                return r;
+
+        r = sd_bus_call_method(bus, FUSELOOP_BUS_NAME, FUSELOOP_MANAGER_PATH,
+                               FUSELOOP_MANAGER_INTERFACE, "List", &error, &reply, NULL);
+        if (r < 0)
+                return bus_error_report(&error, r, "failed to list mappings");
+
+        /* Each element: name, object path, device, state, size, source. */
+        r = sd_bus_message_enter_container(reply, 'a', "(sossts)");
+        if (r < 0)
+                return bus_parse_error(r);
+
+        /* The bus bounds the reply's size, and with it this array. */
+        for (;;) {
+                const char *name, *path, *device, *state, *source;
+                uint64_t size;
+                ListRow *row;
+
+                r = sd_bus_message_read(reply, "(sossts)", &name, &path, &device, &state, &size,
+                                        &source);
+                if (r < 0)
+                        return bus_parse_error(r);
+                if (r == 0)
+                        break;
+
+                if (n >= allocated) {
+                        size_t k = MAX(allocated * 2, (size_t) 16);
+                        ListRow *p = reallocarray(rows, k, sizeof(ListRow));
+
+                        if (!p)
+                                return error_errno(ENOMEM, "out of memory");
+                        rows = p;
+                        allocated = k;
+                }
+
+                row = &rows[n++];
+                *row = (ListRow) {
+                        .name = name,
+                        .device = empty_to_dash(device),
+                        .state = empty_to_dash(state),
+                        .source = empty_to_dash(source),
+                };
+                (void) format_size(row->size, sizeof(row->size), size);
+
+                wname = MAX(wname, (int) strlen(row->name));
+                wdev = MAX(wdev, (int) strlen(row->device));
+                wsize = MAX(wsize, (int) strlen(row->size));
+                wstate = MAX(wstate, (int) strlen(row->state));
+        }
+
+        r = sd_bus_message_exit_container(reply);
+        if (r < 0)
+                return bus_parse_error(r);
+
+        if (n > 0)
+                qsort(rows, n, sizeof(ListRow), list_row_compare);
+
+        if (!(arg_given & ARG_BIT(ARG_NO_LEGEND)))
+                printf("%-*s  %-*s  %*s  %-*s  %s\n", wname, "NAME", wdev, "DEVICE", wsize, "SIZE",
+                       wstate, "STATE", "SOURCE");
+        for (size_t i = 0; i < n; i++)
+                printf("%-*s  %-*s  %*s  %-*s  %s\n", wname, rows[i].name, wdev, rows[i].device,
+                       wsize, rows[i].size, wstate, rows[i].state, rows[i].source);
+
+        return 0;
+}
+
+/* The properties of a mapping object; strings point into the GetAll reply. */
+typedef struct MappingStatus {
+        const char *name, *device, *backing_file, *source, *state;
+        uint64_t size, offset, created_usec, bytes_read, read_requests, read_errors;
+        uint32_t sector_size, owner_uid;
+        int partition_scan, direct_io;
+} MappingStatus;
+
+static const struct {
+        const char *name;
+        const char *signature;
+        size_t offset;
+} status_properties[] = {
+        { "Name",          "s", offsetof(MappingStatus, name)           },
+        { "Device",        "s", offsetof(MappingStatus, device)         },
+        { "BackingFile",   "s", offsetof(MappingStatus, backing_file)   },
+        { "Size",          "t", offsetof(MappingStatus, size)           },
+        { "Offset",        "t", offsetof(MappingStatus, offset)         },
+        { "SectorSize",    "u", offsetof(MappingStatus, sector_size)    },
+        { "PartitionScan", "b", offsetof(MappingStatus, partition_scan) },
+        { "DirectIO",      "b", offsetof(MappingStatus, direct_io)      },
+        { "Source",        "s", offsetof(MappingStatus, source)         },
+        { "State",         "s", offsetof(MappingStatus, state)          },
+        { "OwnerUID",      "u", offsetof(MappingStatus, owner_uid)      },
+        { "CreatedUSec",   "t", offsetof(MappingStatus, created_usec)   },
+        { "BytesRead",     "t", offsetof(MappingStatus, bytes_read)     },
+        { "ReadRequests",  "t", offsetof(MappingStatus, read_requests)  },
+        { "ReadErrors",    "t", offsetof(MappingStatus, read_errors)    },
+};
+
+/* Reads the a{sv} of a GetAll reply into *st; properties we do not know are skipped. Returns 0 or
+ * -errno after reporting it. */
+static int status_parse(sd_bus_message *reply, MappingStatus *st) {
+        int r;
+
+        r = sd_bus_message_enter_container(reply, 'a', "{sv}");
+        if (r < 0)
+                return bus_parse_error(r);
+
+        for (;;) {
+                const char *key;
+                size_t i;
+
+                r = sd_bus_message_enter_container(reply, 'e', "sv");
+                if (r < 0)
+                        return bus_parse_error(r);
+                if (r == 0)
+                        break;
+
+                r = sd_bus_message_read(reply, "s", &key);
+                if (r < 0)
+                        return bus_parse_error(r);
+
+                for (i = 0; i < ELEMENTSOF(status_properties); i++)
+                        if (strcmp(key, status_properties[i].name) == 0)
+                                break;
+
+                if (i >= ELEMENTSOF(status_properties)) {
+                        r = sd_bus_message_skip(reply, "v");
+                        if (r < 0)
+                                return bus_parse_error(r);
+                } else {
+                        r = sd_bus_message_read(reply, "v", status_properties[i].signature,
+                                                (char *) st + status_properties[i].offset);
+                        if (r < 0)
+                                return error_errno(r, "failed to read property '%s' of type "
+                                                   "'%s': %m", key,
+                                                   status_properties[i].signature);
+                }
+
+                r = sd_bus_message_exit_container(reply);
+                if (r < 0)
+                        return bus_parse_error(r);
+        }
+
+        r = sd_bus_message_exit_container(reply);
+        if (r < 0)
+                return bus_parse_error(r);
+
+        return 0;
+}
+
+static int uint64_compare(const void *a, const void *b) {
+        uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
+
+        return x < y ? -1 : x > y;
+}
+
+/* Prints the "Partitions:" line: the loopNpM entries of /sys/class/block/loopN/ in partition
+ * order, or "-" when there are none or the device is not known (yet). */
+static int print_partitions(const char *device) {
+        _cleanup_(closedirp) DIR *d = NULL;
+        _cleanup_(freep) uint64_t *parts = NULL;
+        size_t n = 0, allocated = 0;
+        char dir[64], prefix[32];
+        struct dirent *de;
+        int nr;
+
+        nr = loop_device_parse_number(device);
+        if (nr < 0)
+                goto none;
+
+        (void) snprintf(dir, sizeof(dir), "/sys/class/block/loop%i", nr);
+        (void) snprintf(prefix, sizeof(prefix), "loop%ip", nr);
+
+        d = opendir(dir);
+        if (!d) {
+                if (errno != ENOENT)
+                        (void) error_errno(errno, "failed to open '%s': %m, ignoring", dir);
+                goto none;
+        }
+
+        /* The kernel bounds the number of partitions of a disk (DISK_MAX_PARTS). */
+        while ((errno = 0, de = readdir(d))) {
+                const char *p = startswith(de->d_name, prefix);
+                uint64_t m;
+
+                if (!p || p[0] == '0' || safe_atou64(p, &m) < 0)
+                        continue;
+
+                if (n >= allocated) {
+                        size_t k = MAX(allocated * 2, (size_t) 16);
+                        uint64_t *q = reallocarray(parts, k, sizeof(uint64_t));
+
+                        if (!q)
+                                return error_errno(ENOMEM, "out of memory");
+                        parts = q;
+                        allocated = k;
+                }
+                parts[n++] = m;
+        }
+        if (errno != 0)
+                (void) error_errno(errno, "failed to read '%s': %m, ignoring", dir);
+
+        if (n == 0)
+                goto none;
+
+        qsort(parts, n, sizeof(uint64_t), uint64_compare);
+
+        printf("Partitions:");
+        for (size_t i = 0; i < n; i++)
+                printf(" /dev/%s%" PRIu64, prefix, parts[i]);
+        printf("\n");
+        return 0;
+
+none:
+        printf("Partitions: -\n");
+        return 0;
+}
+
+/* status NAME: all properties of the mapping object as "Key: value" lines. */
+static int verb_status(char **args) {
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(freep) char *path = NULL;
+        const char *name = args[0];
+        char size[FORMAT_SIZE_MAX], created[64] = "-";
+        MappingStatus st = {};
+        int r;
+
+        r = sd_bus_path_encode(FUSELOOP_MAPPING_PATH_PREFIX, name, &path);
+        if (r < 0)
+                return error_errno(r, "failed to build object path for '%s': %m", name);
+
+        r = bus_connect(&bus);
+        if (r < 0)
+                return r;
+
+        r = sd_bus_call_method(bus, FUSELOOP_BUS_NAME, path, "org.freedesktop.DBus.Properties",
+                               "GetAll", &error, &reply, "s", FUSELOOP_MAPPING_INTERFACE);
+        if (r < 0) {
+                /* sd-bus answers for paths no mapping object claims. */
+                if (sd_bus_error_has_name(&error, SD_BUS_ERROR_UNKNOWN_OBJECT) ||
+                    sd_bus_error_has_name(&error, SD_BUS_ERROR_UNKNOWN_INTERFACE))
+                        return error_errno(ENOENT, "no mapping named '%s'", name);
+                return bus_error_report(&error, r, "failed to get status of '%s'", name);
+        }
+
+        r = status_parse(reply, &st);
+        if (r < 0)
+                return r;
+
+        if (st.created_usec > 0) {
+                time_t t = (time_t) (st.created_usec / UINT64_C(1000000));
+                struct tm tm;
+
+                tzset();
+                if (!localtime_r(&t, &tm) ||
+                    strftime(created, sizeof(created), "%Y-%m-%d %H:%M:%S %Z", &tm) == 0)
+                        (void) strcpy(created, "-");
+        }
+
+        printf("Name: %s\n", empty_to_dash(st.name));
+        printf("Device: %s\n", empty_to_dash(st.device));
+        printf("Backing file: %s\n", empty_to_dash(st.backing_file));
+        printf("Size: %s (%" PRIu64 " bytes)\n", format_size(size, sizeof(size), st.size), st.size);
+        printf("Offset: %" PRIu64 "\n", st.offset);
+        printf("Sector size: %" PRIu32 "\n", st.sector_size);
+        printf("Partition scan: %s\n", yes_no(st.partition_scan));
+        printf("Direct I/O: %s\n", yes_no(st.direct_io));
+        printf("Source: %s\n", empty_to_dash(st.source));
+        printf("State: %s\n", empty_to_dash(st.state));
+        printf("Owner UID: %" PRIu32 "\n", st.owner_uid);
+        printf("Created: %s\n", created);
+        printf("Bytes read: %" PRIu64 "\n", st.bytes_read);
+        printf("Read requests: %" PRIu64 "\n", st.read_requests);
+        printf("Read errors: %" PRIu64 "\n", st.read_errors);
+
+        return print_partitions(st.device);
+}
+
+static void help(void) {
+        printf("fuseloopctl [OPTIONS...] COMMAND ...\n"
+               "\n"
+               "Map data sources read-only as loop devices through fuseloopd.\n"
+               "\n"
+               "Commands:\n"
+               "  map NAME SOURCE          Map SOURCE (opened by this command), print the device\n"
+               "  unmap NAME|/dev/loopN    Remove a mapping\n"
+               "  list                     List mappings\n"
+               "  status NAME              Show the properties of a mapping\n"
+               "\n"
+               "Options:\n"
+               "  -h --help                Show this help\n"
+               "     --version             Show the version\n"
+               "     --partscan            map: scan the device for partitions\n"
+               "     --offset BYTES        map: start this far into SOURCE\n"
+               "     --size BYTES          map: map this many bytes (default: up to the end)\n"
+               "     --sector-size N       map: logical sector size (512, 1024, 2048, 4096)\n"
+               "     --direct-io=on|off    map: use direct I/O on the loop device\n"
+               "     --bind                map: unmap when this command's bus connection closes\n"
+               "     --lazy                unmap: detach once the last user closes the device\n"
+               "     --no-legend           list: omit the header line\n"
+               "\n"
+               "BYTES takes a K, M, G or T suffix (powers of 1024).\n");
+}
+
+/* Returns 1 to go on with a verb, 0 after --help/--version, -EINVAL on a usage error (reported). */
+static int parse_argv(int argc, char *argv[]) {
+        uint64_t v;
+        int c, r;
+
+        /* Report problems ourselves, as one "fuseloopctl: ..." line. */
+        opterr = 0;
+
+        while ((c = getopt_long(argc, argv, ":h", options, NULL)) >= 0) {
+                if (c >= ARG_VERSION)
+                        arg_given |= ARG_BIT(c);
+
+                switch (c) {
+                case 'h':
+                        help();
+                        return 0;
+                case ARG_VERSION:
+                        printf("fuseloopctl %s\n", FUSELOOP_VERSION);
+                        return 0;
+                case ARG_OFFSET:
+                        r = parse_size(optarg, &arg_offset);
+                        if (r < 0)
+                                return error_errno(EINVAL, "invalid offset '%s': %s", optarg,
+                                                   strerror(-r));
+                        break;
+                case ARG_SIZE:
+                        r = parse_size(optarg, &arg_size);
+                        if (r < 0)
+                                return error_errno(EINVAL, "invalid size '%s': %s", optarg,
+                                                   strerror(-r));
+                        break;
+                case ARG_SECTOR_SIZE:
+                        /* Which sizes the kernel takes is the daemon's call; we only check that
+                         * the value fits the 'u' it is sent as. */
+                        r = safe_atou64(optarg, &v);
+                        if (r < 0 || v > UINT32_MAX)
+                                return error_errno(EINVAL, "invalid sector size '%s'", optarg);
+                        arg_sector_size = (uint32_t) v;
+                        break;
+                case ARG_DIRECT_IO:
+                        if (strcmp(optarg, "on") == 0)
+                                arg_direct_io = true;
+                        else if (strcmp(optarg, "off") == 0)
+                                arg_direct_io = false;
+                        else
+                                return error_errno(EINVAL, "invalid --direct-io value '%s', "
+                                                   "expected 'on' or 'off'", optarg);
+                        break;
+                case ARG_PARTSCAN:
+                case ARG_BIND:
+                case ARG_LAZY:
+                case ARG_NO_LEGEND:
+                        break;
+                case ':':
+                        return error_errno(EINVAL, "option '%s' needs an argument",
+                                           argv[optind - 1]);
+                case '?':
+                        if (optopt > 0 && optopt < ARG_VERSION)
+                                return error_errno(EINVAL, "unknown option '-%c'", optopt);
+                        return error_errno(EINVAL, "unknown option '%s'", argv[optind - 1]);
+                default:
+                        return error_errno(EINVAL, "unexpected option %i", c);
+                }
+        }
+
+        return 1;
+}
+
+static const struct {
+        const char *name;
+        int args;               /* exact number of positional arguments after the verb */
+        const char *usage;
+        unsigned options;       /* ARG_BIT()s this verb accepts */
+        int (*run)(char **args);
+} verbs[] = {
+        { "map",    2, "map [OPTIONS...] NAME SOURCE",
+          ARG_BIT(ARG_PARTSCAN) | ARG_BIT(ARG_OFFSET) | ARG_BIT(ARG_SIZE) |
+          ARG_BIT(ARG_SECTOR_SIZE) | ARG_BIT(ARG_DIRECT_IO) | ARG_BIT(ARG_BIND), verb_map },
+        { "unmap",  1, "unmap [--lazy] NAME|/dev/loopN", ARG_BIT(ARG_LAZY), verb_unmap },
+        { "list",   0, "list [--no-legend]",             ARG_BIT(ARG_NO_LEGEND), verb_list },
+        { "status", 1, "status NAME",                    0, verb_status },
+};
+
+/* Exit codes: 0 success, 1 failure (one line on stderr), 2 usage error. */
+int main(int argc, char *argv[]) {
+        const char *verb;
+        unsigned foreign;
+        size_t i;
+        int r;
+
+        r = parse_argv(argc, argv);
+        if (r < 0)
+                return EXIT_USAGE;
+        if (r == 0)
+                goto finish;
+
+        if (optind >= argc) {
+                (void) error_errno(EINVAL, "missing command, see --help");
+                return EXIT_USAGE;
+        }
+        verb = argv[optind];
+
+        for (i = 0; i < ELEMENTSOF(verbs); i++)
+                if (strcmp(verb, verbs[i].name) == 0)
+                        break;
+        if (i >= ELEMENTSOF(verbs)) {
+                (void) error_errno(EINVAL, "unknown command '%s', see --help", verb);
+                return EXIT_USAGE;
+        }
+
+        if (argc - optind - 1 != verbs[i].args) {
+                (void) error_errno(EINVAL, "%s arguments, usage: fuseloopctl %s",
+                                   argc - optind - 1 < verbs[i].args ? "missing" : "too many",
+                                   verbs[i].usage);
+                return EXIT_USAGE;
+        }
+
+        foreign = arg_given & ~verbs[i].options;
+        if (foreign) {
+                for (const struct option *o = options; o->name; o++)
+                        if (o->val >= ARG_VERSION && (foreign & ARG_BIT(o->val))) {
+                                (void) error_errno(EINVAL, "option '--%s' does not apply to '%s'",
+                                                   o->name, verb);
+                                break;
+                        }
+                return EXIT_USAGE;
+        }
+
+        r = verbs[i].run(argv + optind + 1);
+
+finish:
+        /* A device path that never reached the caller is a failure too. */
+        if (fflush(stdout) != 0 && r >= 0)
+                r = error_errno(errno, "failed to write output: %m");
+
+        return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,261 @@
+/* The org.proxmox.FuseLoop1 manager object: Map, MapURI, Unmap, List and the ObjectManager. */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bus-mapping.h"
+#include "bus-names.h"
+#include "log.h"
+#include "macro.h"
+#include "mapping.h"
+#include "util.h"
+
+/* Quotes at most this much of a bad input in an error message. */
+#define QUOTE_MAX 160
+
+static int reply_invalid_name(sd_bus_error *error, const char *name) {
+        return sd_bus_error_setf(error, FUSELOOP_ERROR_INVALID_NAME,
+                                 "Invalid mapping name '%.*s'%s: use 1-%u characters of A-Z a-z 0-9 . _ : @ + -, "
+                                 "not starting with '.'.",
+                                 QUOTE_MAX, name, strlen(name) > QUOTE_MAX ? "..." : "", FUSELOOP_NAME_MAX);
+}
+
+static int get_sender_uid(sd_bus_message *msg, uid_t *ret) {
+        _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
+        int r;
+
+        r = sd_bus_query_sender_creds(msg, SD_BUS_CREDS_EUID, &creds);
+        if (r < 0)
+                return r;
+        return sd_bus_creds_get_euid(creds, ret);
+}
+
+/* Checks what Map and MapURI share, reads the options and creates the mapping. */
+static int map_common(Manager *manager, sd_bus_message *msg, const char *name, int fd, const char *uri_path,
+                      sd_bus_error *error) {
+        _cleanup_(map_options_done) MapOptions o = MAP_OPTIONS_INIT;
+        _cleanup_(closep) int dfd = -EBADF;
+        Mapping *m, *existing;
+        uid_t uid;
+        int r;
+
+        if (!mapping_name_is_valid(name))
+                return reply_invalid_name(error, name);
+
+        r = bus_read_options(msg, (OptionSetter) map_options_set, &o, error);
+        if (r < 0)
+                return r;
+
+        if (manager->shutting_down)
+                return sd_bus_error_set(error, FUSELOOP_ERROR_SETUP_FAILED, "fuseloopd is shutting down.");
+
+        existing = manager_find_mapping(manager, name);
+        if (existing) {
+                char dev[32];
+
+                return sd_bus_error_setf(error, FUSELOOP_ERROR_ALREADY_MAPPED,
+                                         "A mapping named '%s' already exists (%s, %s).", name,
+                                         mapping_device(existing, dev, sizeof(dev))[0] ? dev : "no device yet",
+                                         mapping_state_to_string(existing->state));
+        }
+
+        r = get_sender_uid(msg, &uid);
+        if (r < 0)
+                return r;
+
+        if (fd >= 0) {
+                /* The message keeps its own fd; ours must outlive it. */
+                dfd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+                if (dfd < 0)
+                        return sd_bus_error_setf(error, FUSELOOP_ERROR_INVALID_SOURCE,
+                                                 "Cannot use the source file descriptor: %s.", strerror(errno));
+        }
+
+        r = mapping_new(manager, name, dfd, uri_path, &o, uid, &m);
+        if (r < 0)
+                return r;
+        TAKE_FD(dfd);
+
+        mapping_start(m, msg, sd_bus_message_get_sender(msg));
+        return 1;
+}
+
+static int method_map(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        const char *name;
+        int fd, r;
+
+        r = sd_bus_message_read(msg, "sh", &name, &fd);
+        if (r < 0)
+                return r;
+
+        return map_common(userdata, msg, name, fd, NULL, error);
+}
+
+/* Turns "file:///p%20q" (percent-decoded) or "/p q" (taken as it is) into an absolute path.
+ * Returns 0, -EINVAL or -EPROTONOSUPPORT. */
+static int uri_to_path(const char *uri, char **ret) {
+        const char *p = startswith(uri, "file://");
+        bool decode = p;
+        char *path, *o;
+
+        if (!p) {
+                if (strstr(uri, "://"))
+                        return -EPROTONOSUPPORT;
+                p = uri;
+        }
+        if (p[0] != '/' || strlen(p) >= PATH_MAX)
+                return -EINVAL;
+
+        path = malloc(strlen(p) + 1);
+        if (!path)
+                return -ENOMEM;
+
+        for (o = path; *p; p++) {
+                unsigned v;
+
+                if (!decode || *p != '%') {
+                        *o++ = *p;
+                        continue;
+                }
+                if (!isxdigit((unsigned char) p[1]) || !isxdigit((unsigned char) p[2]) ||
+                    sscanf(p + 1, "%2x", &v) != 1 || v == 0) {
+                        free(path);
+                        return -EINVAL;
+                }
+                *o++ = (char) v;
+                p += 2;
+        }
+        *o = '\0';
+
+        *ret = path;
+        return 0;
+}
+
+static int method_map_uri(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(freep) char *path = NULL;
+        const char *name, *uri;
+        int r;
+
+        r = sd_bus_message_read(msg, "ss", &name, &uri);
+        if (r < 0)
+                return r;
+
+        if (!mapping_name_is_valid(name))
+                return reply_invalid_name(error, name);
+
+        r = uri_to_path(uri, &path);
+        if (r == -ENOMEM)
+                return r;
+        if (r == -EPROTONOSUPPORT)
+                return sd_bus_error_setf(error, FUSELOOP_ERROR_INVALID_SOURCE,
+                                         "Unsupported source URI '%.*s': use an absolute path or file:///path.",
+                                         QUOTE_MAX, uri);
+        if (r < 0)
+                return sd_bus_error_setf(error, FUSELOOP_ERROR_INVALID_SOURCE,
+                                         "Invalid source '%.*s': use an absolute path or file:///path.", QUOTE_MAX, uri);
+
+        return map_common(userdata, msg, name, -EBADF, path, error);
+}
+
+static int method_unmap(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Manager *manager = userdata;
+        UnmapOptions o = {};
+        const char *what;
+        Mapping *m;
+        int r;
+
+        r = sd_bus_message_read(msg, "s", &what);
+        if (r < 0)
+                return r;
+
+        r = bus_read_options(msg, (OptionSetter) unmap_options_set, &o, error);
+        if (r < 0)
+                return r;
+
+        if (startswith(what, "/dev/")) {
+                m = manager_find_mapping_by_device(manager, what);
+                if (!m)
+                        return sd_bus_error_setf(error, FUSELOOP_ERROR_NOT_FOUND, "No mapping uses '%.*s'.", QUOTE_MAX,
+                                                 what);
+        } else {
+                if (!mapping_name_is_valid(what))
+                        return reply_invalid_name(error, what);
+                m = manager_find_mapping(manager, what);
+                if (!m)
+                        return sd_bus_error_setf(error, FUSELOOP_ERROR_NOT_FOUND, "No mapping named '%s'.", what);
+        }
+
+        mapping_unmap(m, o.lazy, msg, FUSELOOP_REASON_UNMAPPED);
+        return 1;
+}
+
+static int method_list(sd_bus_message *msg, void *userdata, sd_bus_error *error _unused_) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        Manager *manager = userdata;
+        int r;
+
+        r = sd_bus_message_new_method_return(msg, &reply);
+        if (r < 0)
+                return r;
+
+        r = sd_bus_message_open_container(reply, 'a', "(sossts)");
+        if (r < 0)
+                return r;
+
+        for (Mapping *m = manager->mappings; m; m = m->next) {
+                char dev[32];
+
+                if (!m->published)
+                        continue;
+
+                r = sd_bus_message_append(reply, "(sossts)", m->name, m->object_path, mapping_device(m, dev, sizeof(dev)),
+                                          mapping_state_to_string(m->state), m->options.size,
+                                          m->source ? m->source->description : "");
+                if (r < 0)
+                        return r;
+        }
+
+        r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+
+        return sd_bus_send(NULL, reply, NULL);
+}
+
+static const sd_bus_vtable manager_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_METHOD_WITH_ARGS("Map",
+                                SD_BUS_ARGS("s", name, "h", source, "a{sv}", options),
+                                SD_BUS_RESULT("o", mapping, "s", device),
+                                method_map, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("MapURI",
+                                SD_BUS_ARGS("s", name, "s", uri, "a{sv}", options),
+                                SD_BUS_RESULT("o", mapping, "s", device),
+                                method_map_uri, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Unmap",
+                                SD_BUS_ARGS("s", name_or_device, "a{sv}", options),
+                                SD_BUS_NO_RESULT,
+                                method_unmap, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("List",
+                                SD_BUS_NO_ARGS,
+                                SD_BUS_RESULT("a(sossts)", mappings),
+                                method_list, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_SIGNAL_WITH_ARGS("MappingAdded", SD_BUS_ARGS("s", name, "o", mapping, "s", device), 0),
+        SD_BUS_SIGNAL_WITH_ARGS("MappingRemoved", SD_BUS_ARGS("s", name, "o", mapping, "s", reason), 0),
+        SD_BUS_VTABLE_END,
+};
+
+int bus_manager_register(Manager *manager) {
+        int r;
+
+        r = sd_bus_add_object_vtable(manager->bus, NULL, FUSELOOP_MANAGER_PATH, FUSELOOP_MANAGER_INTERFACE,
+                                     manager_vtable, manager);
+        if (r < 0)
+                return r;
+
+        return sd_bus_add_object_manager(manager->bus, NULL, FUSELOOP_MANAGER_PATH);
+}

@@ -1,0 +1,317 @@
+/* The daemon's state: the event loop, the bus connection, the worker, the io ring, the udev
+ * monitor and every mapping. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <systemd/sd-daemon.h>
+
+#include "bus-names.h"
+#include "log.h"
+#include "macro.h"
+#include "manager.h"
+#include "mapping.h"
+#include "run-dir.h"
+#include "util.h"
+
+#define RECONNECT_MAX_USEC (10ULL * 1000000ULL)
+
+static void on_block_event(const char *action, dev_t devnum, uint64_t seqnum, void *userdata) {
+        Manager *m = userdata;
+        Mapping *next;
+
+        /* A handler may remove its mapping: keep the next one first. */
+        for (Mapping *i = m->mappings; i; i = next) {
+                next = i->next;
+                mapping_on_block_event(i, action, devnum, seqnum);
+        }
+}
+
+static int on_signal(sd_event_source *s _unused_, const struct signalfd_siginfo *si, void *userdata) {
+        Manager *m = userdata;
+        Mapping *next;
+
+        if (m->shutting_down) {
+                log_info("Received %s again; still waiting for mappings to be released.", strsignal((int) si->ssi_signo));
+                return 0;
+        }
+
+        log_info("Received %s, unmapping everything.", strsignal((int) si->ssi_signo));
+        m->shutting_down = true;
+        (void) sd_notify(false, "STOPPING=1");
+
+        for (Mapping *i = m->mappings; i; i = next) {
+                next = i->next;
+                mapping_shutdown(i);
+        }
+
+        manager_update_status(m);
+        return 0;
+}
+
+int manager_new(const char *run_dir, Manager **ret) {
+        Manager *m;
+        sigset_t mask;
+        int r;
+
+        m = calloc(1, sizeof(*m));
+        if (!m)
+                return log_oom();
+
+        m->run_dir = strdup(run_dir);
+        if (!m->run_dir) {
+                r = log_oom();
+                goto fail;
+        }
+
+        r = sd_event_default(&m->event);
+        if (r < 0) {
+                log_error_errno(r, "Failed to create the event loop: %m");
+                goto fail;
+        }
+
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        (void) sigprocmask(SIG_BLOCK, &mask, NULL);
+        (void) signal(SIGPIPE, SIG_IGN);
+
+        r = sd_event_add_signal(m->event, NULL, SIGTERM, on_signal, m);
+        if (r >= 0)
+                r = sd_event_add_signal(m->event, NULL, SIGINT, on_signal, m);
+        if (r < 0) {
+                log_error_errno(r, "Failed to set up signal handling: %m");
+                goto fail;
+        }
+
+        r = worker_new(m->event, &m->worker);
+        if (r < 0) {
+                log_error_errno(r, "Failed to set up the worker: %m");
+                goto fail;
+        }
+
+        r = io_ring_new(m->event, &m->ring);
+        if (r < 0) {
+                log_error_errno(r, "Failed to set up io_uring: %m");
+                goto fail;
+        }
+
+        r = block_monitor_new(m->event, on_block_event, m, &m->monitor);
+        if (r < 0) {
+                log_error_errno(r, "Failed to set up the udev monitor: %m");
+                goto fail;
+        }
+
+        r = run_dir_prepare(m->run_dir);
+        if (r < 0)
+                goto fail;
+
+        *ret = m;
+        return 0;
+
+fail:
+        manager_free(m);
+        return r;
+}
+
+Manager *manager_free(Manager *m) {
+        if (!m)
+                return NULL;
+
+        /* Mappings are gone by now (manager_run() returns only then), unless start-up failed
+         * before any existed. */
+        sd_event_source_disable_unref(m->reconnect_timer);
+        sd_bus_flush_close_unref(m->bus);
+        block_monitor_free(m->monitor);
+        io_ring_free(m->ring);
+        worker_free(m->worker);
+        sd_event_unref(m->event);
+        free(m->run_dir);
+        free(m);
+        return NULL;
+}
+
+static int manager_connect_bus(Manager *m);
+
+static int on_reconnect_timer(sd_event_source *s _unused_, uint64_t usec _unused_, void *userdata) {
+        Manager *m = userdata;
+        int r;
+
+        m->reconnect_timer = sd_event_source_disable_unref(m->reconnect_timer);
+        m->bus = sd_bus_flush_close_unref(m->bus);
+
+        r = manager_connect_bus(m);
+        if (r < 0) {
+                uint64_t delay = MIN(RECONNECT_MAX_USEC, 250000ULL << MIN(m->reconnect_attempt, 6u));
+
+                m->reconnect_attempt++;
+                log_debug_errno(r, "Reconnecting to the bus failed: %m, trying again");
+                m->bus = sd_bus_flush_close_unref(m->bus);
+                r = sd_event_add_time_relative(m->event, &m->reconnect_timer, CLOCK_MONOTONIC, delay, 0,
+                                               on_reconnect_timer, m);
+                if (r < 0)
+                        log_error_errno(r, "Failed to arm the reconnect timer: %m");
+                return 0;
+        }
+
+        log_notice("Reconnected to the system bus.");
+        m->reconnect_attempt = 0;
+        for (Mapping *i = m->mappings, *next; i; i = next) {
+                next = i->next;
+                mapping_bus_reconnected(i);
+        }
+        return 0;
+}
+
+static int on_bus_disconnected(sd_bus_message *msg _unused_, void *userdata, sd_bus_error *error _unused_) {
+        Manager *m = userdata;
+        int r;
+
+        /* Keep serving every mapping; only the bus is gone. The connection is dropped from the
+         * timer, not from inside its own callback. */
+        log_warning("Lost the connection to the system bus; mappings keep working, reconnecting.");
+        if (m->reconnect_timer)
+                return 0;
+        r = sd_event_add_time_relative(m->event, &m->reconnect_timer, CLOCK_MONOTONIC, 250000, 0,
+                                       on_reconnect_timer, m);
+        if (r < 0)
+                log_error_errno(r, "Failed to arm the reconnect timer: %m");
+        return 0;
+}
+
+static int manager_connect_bus(Manager *m) {
+        sd_bus *bus = NULL;
+        int r;
+
+        r = sd_bus_open_system(&bus);
+        if (r < 0)
+                return log_debug_errno(r, "Failed to connect to the system bus: %m");
+        m->bus = bus;
+
+        r = sd_bus_attach_event(bus, m->event, SD_EVENT_PRIORITY_NORMAL);
+        if (r < 0)
+                return r;
+
+        r = sd_bus_match_signal_async(bus, NULL, "org.freedesktop.DBus.Local", "/org/freedesktop/DBus/Local",
+                                      "org.freedesktop.DBus.Local", "Disconnected", on_bus_disconnected, NULL, m);
+        if (r < 0)
+                return r;
+
+        r = bus_manager_register(m);
+        if (r < 0)
+                return r;
+        r = bus_mapping_register(m);
+        if (r < 0)
+                return r;
+
+        /* Blocking, but only towards dbus-daemon (never towards our own FUSE files). */
+        r = sd_bus_request_name(bus, FUSELOOP_BUS_NAME, 0);
+        if (r == -EEXIST)
+                return log_error_errno(r, "The bus name %s is owned by another process: is fuseloopd running already?",
+                                       FUSELOOP_BUS_NAME);
+        if (r < 0)
+                return log_debug_errno(r, "Failed to acquire the bus name %s: %m", FUSELOOP_BUS_NAME);
+        return 0;
+}
+
+int manager_startup(Manager *m) {
+        int r;
+
+        r = manager_connect_bus(m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the bus: %m");
+
+        /* Only now that we own the name is no other instance using the run directory. */
+        (void) run_dir_cleanup(m->run_dir);
+
+        m->ready = true;
+        (void) sd_notify(false, "READY=1");
+        manager_update_status(m);
+        log_info("fuseloopd " FUSELOOP_VERSION " ready on %s (run directory '%s').", FUSELOOP_BUS_NAME, m->run_dir);
+        return 0;
+}
+
+int manager_run(Manager *m) {
+        int r;
+
+        r = sd_event_loop(m->event);
+        if (r < 0)
+                return log_error_errno(r, "Event loop failed: %m");
+        return r;
+}
+
+Mapping *manager_find_mapping(Manager *m, const char *name) {
+        for (Mapping *i = m->mappings; i; i = i->next)
+                if (streq(i->name, name))
+                        return i;
+        return NULL;
+}
+
+Mapping *manager_find_mapping_by_device(Manager *m, const char *device) {
+        int nr = loop_device_parse_number(device);
+
+        if (nr < 0)
+                return NULL;
+        for (Mapping *i = m->mappings; i; i = i->next)
+                if (i->loop_attached && i->loop.nr == nr)
+                        return i;
+        return NULL;
+}
+
+void manager_add_mapping(Manager *m, Mapping *mapping) {
+        Mapping *last = m->mappings;
+
+        while (last && last->next)
+                last = last->next;
+
+        mapping->prev = last;
+        mapping->next = NULL;
+        if (last)
+                last->next = mapping;
+        else
+                m->mappings = mapping;
+        m->n_mappings++;
+}
+
+void manager_remove_mapping(Manager *m, Mapping *mapping) {
+        if (mapping->prev)
+                mapping->prev->next = mapping->next;
+        else
+                m->mappings = mapping->next;
+        if (mapping->next)
+                mapping->next->prev = mapping->prev;
+        mapping->next = mapping->prev = NULL;
+        m->n_mappings--;
+}
+
+void manager_update_status(Manager *m) {
+        char status[512];
+        size_t len;
+        unsigned busy = 0;
+
+        if (!m->ready)
+                return;
+
+        if (!m->shutting_down) {
+                (void) sd_notifyf(false, "STATUS=Serving %u mapping%s.", m->n_mappings, m->n_mappings == 1 ? "" : "s");
+                return;
+        }
+
+        if (m->n_mappings == 0) {
+                (void) sd_notify(false, "STATUS=All mappings removed, exiting.");
+                (void) sd_event_exit(m->event, 0);
+                return;
+        }
+
+        len = (size_t) snprintf(status, sizeof(status), "STATUS=Shutting down, waiting for");
+        for (Mapping *i = m->mappings; i && len < sizeof(status) - 64; i = i->next) {
+                char dev[32];
+
+                busy++;
+                len += (size_t) snprintf(status + len, sizeof(status) - len, "%s '%s' (%s)", busy > 1 ? "," : "",
+                                         i->name, mapping_device(i, dev, sizeof(dev))[0] ? dev : "no device");
+        }
+        (void) snprintf(status + len, sizeof(status) - len, " to be released by its users.");
+        (void) sd_notify(false, status);
+}

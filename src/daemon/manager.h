@@ -1,0 +1,58 @@
+/* The daemon's state: the event loop, the bus connection, the worker, the io ring, the udev
+ * monitor and every mapping. */
+#pragma once
+
+#include <stdbool.h>
+#include <systemd/sd-bus.h>
+#include <systemd/sd-event.h>
+
+#include "source-fd.h"
+#include "udev-monitor.h"
+#include "worker.h"
+
+typedef struct Mapping Mapping;
+
+typedef struct Manager {
+        sd_event *event;
+        sd_bus *bus;                 /* NULL while the bus is gone */
+        sd_event_source *reconnect_timer;
+        unsigned reconnect_attempt;
+        Worker *worker;
+        IoRing *ring;
+        BlockMonitor *monitor;
+        char *run_dir;
+
+        Mapping *mappings;           /* all mappings, in creation order */
+        unsigned n_mappings;
+
+        bool shutting_down;
+        bool ready;
+} Manager;
+
+/* Sets up the event loop, signals, worker, io ring and udev monitor; run_dir is created if
+ * needed. Leftovers of an earlier instance are cleaned up by manager_startup(). */
+int manager_new(const char *run_dir, Manager **ret);
+
+Manager *manager_free(Manager *m);
+
+/* Connects to the system bus, takes the name, cleans up leftovers in the run directory and tells
+ * the service manager we are ready. */
+int manager_startup(Manager *m);
+
+/* Runs the event loop until shutdown is complete. Returns the exit code. */
+int manager_run(Manager *m);
+
+/* Looks up a mapping by name, or by "/dev/loopN". */
+Mapping *manager_find_mapping(Manager *m, const char *name);
+Mapping *manager_find_mapping_by_device(Manager *m, const char *device);
+
+/* Adds and removes mappings from the manager's list. */
+void manager_add_mapping(Manager *m, Mapping *mapping);
+void manager_remove_mapping(Manager *m, Mapping *mapping);
+
+/* Recomputes sd_notify STATUS= and, during shutdown, exits once nothing is left. */
+void manager_update_status(Manager *m);
+
+/* Installs the bus vtables (bus-manager.c, bus-mapping.c) on m->bus. */
+int bus_manager_register(Manager *m);
+int bus_mapping_register(Manager *m);

@@ -1,0 +1,868 @@
+/* One mapping's lifecycle: source, FUSE file and loop device, from Map to removal.
+ *
+ * attaching: open source (worker) -> mount the FUSE file (worker) -> LOOP_CONFIGURE (worker) ->
+ *            udev processed the disk -> partition scan (worker) -> udev processed the partitions
+ * active:    serving; udev tells when the device is detached behind our back
+ * detaching: LOOP_CLR_FD (worker) -> the kernel released the file (udev) -> drain requests ->
+ *            unmount the FUSE file and remove the run file (worker) -> removed
+ * failed:    the same teardown from wherever the mapping got to, then the error is reported.
+ *
+ * One job at a time runs per mapping. The job reads only fields that do not change while it runs
+ * and writes only m->job; its done callback runs on the loop and takes the results over. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <systemd/sd-bus.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bus-mapping.h"
+#include "bus-names.h"
+#include "log.h"
+#include "macro.h"
+#include "mapping.h"
+#include "util.h"
+
+/* How long udev may take to process a new disk or its partitions before Map fails. */
+#define UDEV_TIMEOUT_USEC (60ULL * 1000000ULL)
+/* How long a non-lazy Unmap waits for a passing opener (udev's probe, blkid) to close. */
+#define RELEASE_TIMEOUT_USEC (5ULL * 1000000ULL)
+
+static const char *const mapping_state_table[_MAPPING_STATE_MAX] = {
+        [MAPPING_ATTACHING] = "attaching",
+        [MAPPING_ACTIVE] = "active",
+        [MAPPING_DETACHING] = "detaching",
+        [MAPPING_FAILED] = "failed",
+};
+
+const char *mapping_state_to_string(MappingState s) {
+        return s >= 0 && s < _MAPPING_STATE_MAX ? mapping_state_table[s] : NULL;
+}
+
+static void mapping_teardown(Mapping *m);
+static void mapping_fail(Mapping *m, const char *error_name, const char *fmt, ...) _printf_(3, 4);
+
+const char *mapping_device(const Mapping *m, char *buf, size_t len) {
+        if (!m->loop_attached && m->loop.nr < 0)
+                return "";
+        (void) snprintf(buf, len, "/dev/loop%i", m->loop.nr);
+        return buf;
+}
+
+const FuseFileStats *mapping_stats(const Mapping *m) {
+        static const FuseFileStats none = {};
+
+        return m->fuse ? fuse_file_get_stats(m->fuse) : &none;
+}
+
+static void mapping_set_state(Mapping *m, MappingState s) {
+        if (m->state == s)
+                return;
+        m->state = s;
+        mapping_emit_state(m);
+        manager_update_status(m->manager);
+}
+
+static Mapping *mapping_free(Mapping *m) {
+        sd_event_source_disable_unref(m->timer);
+        sd_bus_slot_unref(m->caller_slot);
+        sd_bus_message_unref(m->map_call);
+        sd_bus_message_unref(m->unmap_call);
+        fuse_file_free(m->fuse);
+        source_free(m->source);
+        (void) safe_close(m->job.source_fd);
+        free(m->job.source_description);
+        map_options_done(&m->options);
+        free(m->wait_parts);
+        free(m->caller);
+        free(m->error_name);
+        free(m->error_message);
+        free(m->uri_path);
+        free(m->object_path);
+        free(m->path);
+        free(m->name);
+        free(m);
+        return NULL;
+}
+
+Mapping *mapping_ref(Mapping *m) {
+        m->n_ref++;
+        return m;
+}
+
+Mapping *mapping_unref(Mapping *m) {
+        if (!m)
+                return NULL;
+        if (--m->n_ref > 0)
+                return NULL;
+        return mapping_free(m);
+}
+
+int mapping_new(Manager *manager, const char *name, int fd, const char *uri_path, MapOptions *options,
+                uid_t owner, Mapping **ret) {
+        struct timespec ts;
+        Mapping *m;
+        int r;
+
+        m = calloc(1, sizeof(*m));
+        if (!m)
+                return -ENOMEM;
+
+        *m = (Mapping) {
+                .manager = manager,
+                .n_ref = 1,
+                .owner_uid = owner,
+                .state = MAPPING_ATTACHING,
+                .loop = LOOP_DEVICE_NULL,
+                .job.source_fd = -EBADF,
+                .options = MAP_OPTIONS_INIT,
+        };
+
+        m->name = strdup(name);
+        if (!m->name || asprintf(&m->path, "%s/%s", manager->run_dir, name) < 0) {
+                m->path = NULL;
+                r = -ENOMEM;
+                goto fail;
+        }
+        if (uri_path) {
+                m->uri_path = strdup(uri_path);
+                if (!m->uri_path) {
+                        r = -ENOMEM;
+                        goto fail;
+                }
+        }
+        r = sd_bus_path_encode(FUSELOOP_MAPPING_PATH_PREFIX, name, &m->object_path);
+        if (r < 0)
+                goto fail;
+
+        (void) clock_gettime(CLOCK_REALTIME, &ts);
+        m->created_usec = (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000ULL;
+
+        /* Take the options and the fd only once nothing can fail any more. */
+        m->options = *options;
+        *options = MAP_OPTIONS_INIT;
+        m->job.source_fd = fd;
+
+        manager_add_mapping(manager, m);
+        *ret = m;
+        return 0;
+
+fail:
+        mapping_free(m);
+        return r;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Jobs */
+
+static void mapping_run_job(Mapping *m, MappingStep step, JobFunc func, JobDone done) {
+        int r;
+
+        m->step = step;
+        m->job_running = true;
+        mapping_ref(m);
+
+        r = worker_run(m->manager->worker, func, done, m);
+        if (r < 0) {
+                m->job_running = false;
+                log_error_errno(r, "Mapping '%s': failed to start a worker: %m", m->name);
+                /* Report through the regular path so that the mapping is torn down. */
+                done(r, m);
+        }
+}
+
+/* Starts a job's done callback: the mapping may run its next job from here on. Returns true if
+ * the mapping failed while the job ran; the caller then only takes over what the job made and
+ * continues the teardown. */
+static bool mapping_job_returned(Mapping *m) {
+        m->job_running = false;
+        return m->state == MAPPING_FAILED;
+}
+
+static int on_timer(sd_event_source *s, uint64_t usec, void *userdata);
+
+static void mapping_arm_timer(Mapping *m, uint64_t usec) {
+        int r;
+
+        m->timer = sd_event_source_disable_unref(m->timer);
+        r = sd_event_add_time_relative(m->manager->event, &m->timer, CLOCK_MONOTONIC, usec, 0, on_timer, m);
+        if (r < 0)
+                log_warning_errno(r, "Mapping '%s': failed to arm a timer: %m, ignoring", m->name);
+}
+
+static void mapping_disarm_timer(Mapping *m) {
+        m->timer = sd_event_source_disable_unref(m->timer);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Attach */
+
+static void mapping_activate(Mapping *m);
+static void mapping_check_partitions(Mapping *m);
+
+static int job_open_source(void *userdata) {
+        Mapping *m = userdata;
+        char link[64], target[PATH_MAX];
+        ssize_t n;
+        int r;
+
+        /* Runs on a worker: the source may be a file of our own (open, fstat and the size check
+         * can then need an answer from the loop thread). */
+        if (m->uri_path) {
+                m->job.source_fd = open(m->uri_path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+                if (m->job.source_fd < 0) {
+                        r = -errno;
+                        (void) snprintf(m->job.error, sizeof(m->job.error), "cannot open '%s': %s",
+                                        m->uri_path, strerror(-r));
+                        return r;
+                }
+        }
+
+        r = source_fd_check(m->job.source_fd, &m->job.source_size, m->job.error, sizeof(m->job.error));
+        if (r < 0)
+                return r;
+
+        if (m->uri_path)
+                m->job.source_description = strdup(m->uri_path);
+        else {
+                (void) snprintf(link, sizeof(link), "/proc/self/fd/%i", m->job.source_fd);
+                n = readlink(link, target, sizeof(target) - 1);
+                if (n < 0)
+                        (void) snprintf(target, sizeof(target), "fd");
+                else
+                        target[n] = '\0';
+                m->job.source_description = strdup(target);
+        }
+        return m->job.source_description ? 0 : -ENOMEM;
+}
+
+static int job_mount(void *userdata) {
+        Mapping *m = userdata;
+        int fd, r;
+
+        /* Runs on a worker. The run file is the mount point; O_EXCL: a leftover with this name
+         * means something we did not clean up, which must not be mounted over silently. */
+        fd = open(m->path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0444);
+        if (fd < 0) {
+                r = -errno;
+                (void) snprintf(m->job.error, sizeof(m->job.error), "cannot create '%s': %s", m->path, strerror(-r));
+                return r;
+        }
+        (void) close(fd);
+
+        r = fuse_file_mount(m->fuse);
+        if (r < 0) {
+                (void) unlink(m->path);
+                (void) snprintf(m->job.error, sizeof(m->job.error), "cannot mount the FUSE file on '%s'", m->path);
+                return r;
+        }
+        return 0;
+}
+
+static int job_attach(void *userdata) {
+        Mapping *m = userdata;
+
+        /* Runs on a worker. */
+        return loop_device_attach(m->path, m->options.sector_size, m->options.direct_io, &m->job.loop,
+                                  &m->job.seqnum);
+}
+
+static int job_partscan(void *userdata) {
+        Mapping *m = userdata;
+
+        /* Runs on a worker. */
+        return loop_device_enable_partscan(&m->loop, &m->job.seqnum);
+}
+
+static void on_fuse_gone(FuseFile *f _unused_, void *userdata) {
+        Mapping *m = userdata;
+
+        if (m->state == MAPPING_ACTIVE || m->state == MAPPING_ATTACHING) {
+                log_warning("Mapping '%s': its FUSE file '%s' was unmounted behind our back.", m->name, m->path);
+                mapping_fail(m, FUSELOOP_ERROR_SETUP_FAILED, "the FUSE file '%s' was unmounted", m->path);
+        }
+}
+
+static void on_partscan_done(int result, void *userdata) {
+        Mapping *m = userdata;
+
+        if (mapping_job_returned(m))
+                mapping_teardown(m);
+        else if (result < 0)
+                mapping_fail(m, FUSELOOP_ERROR_SETUP_FAILED, "cannot enable partition scanning on /dev/loop%i: %s",
+                             m->loop.nr, strerror(-result));
+        else {
+                m->wait_seqnum = m->job.seqnum;
+                m->step = STEP_WAIT_PARTITIONS;
+                m->wait_parts = mfree(m->wait_parts);
+                m->n_wait_parts = loop_device_list_partitions(&m->loop, &m->wait_parts);
+                if (m->n_wait_parts < 0)
+                        mapping_fail(m, FUSELOOP_ERROR_SETUP_FAILED, "cannot list the partitions of /dev/loop%i: %s",
+                                     m->loop.nr, strerror(-m->n_wait_parts));
+                else {
+                        mapping_arm_timer(m, UDEV_TIMEOUT_USEC);
+                        mapping_check_partitions(m);
+                }
+        }
+        mapping_unref(m);
+}
+
+static void mapping_disk_ready(Mapping *m) {
+        mapping_disarm_timer(m);
+        if (m->options.partition_scan)
+                mapping_run_job(m, STEP_PARTSCAN, job_partscan, on_partscan_done);
+        else
+                mapping_activate(m);
+}
+
+static void mapping_check_partitions(Mapping *m) {
+        for (int i = 0; i < m->n_wait_parts; i++)
+                if (!block_monitor_seen(m->manager->monitor, m->wait_parts[i].devnum, m->wait_seqnum))
+                        return;
+        mapping_activate(m);
+}
+
+static void on_attach_done(int result, void *userdata) {
+        Mapping *m = userdata;
+
+        if (mapping_job_returned(m)) {
+                if (result >= 0) {
+                        m->loop = m->job.loop;
+                        m->loop_attached = true;
+                }
+                mapping_teardown(m);
+        } else if (result == -EBUSY)
+                mapping_fail(m, FUSELOOP_ERROR_NO_FREE_LOOP, "no free loop device could be had (all busy or the maximum reached)");
+        else if (result < 0)
+                mapping_fail(m, FUSELOOP_ERROR_SETUP_FAILED, "cannot attach a loop device to '%s': %s",
+                             m->path, strerror(-result));
+        else {
+                _cleanup_(freep) char *dio = NULL;
+                char p[128];
+
+                m->loop = m->job.loop;
+                m->loop_attached = true;
+                (void) snprintf(p, sizeof(p), "/sys/block/loop%i/loop/dio", m->loop.nr);
+                if (read_one_line_file(p, &dio) >= 0)
+                        m->direct_io_effective = streq(dio, "1");
+                log_debug("Mapping '%s': attached /dev/loop%i (diskseq %" PRIu64 ").", m->name, m->loop.nr,
+                          m->loop.diskseq);
+
+                m->step = STEP_WAIT_DISK;
+                m->wait_seqnum = m->job.seqnum;
+                if (block_monitor_seen(m->manager->monitor, m->loop.devnum, m->wait_seqnum))
+                        mapping_disk_ready(m);
+                else
+                        mapping_arm_timer(m, UDEV_TIMEOUT_USEC);
+        }
+        mapping_unref(m);
+}
+
+static void on_mount_done(int result, void *userdata) {
+        Mapping *m = userdata;
+        int r;
+
+        if (mapping_job_returned(m))
+                mapping_teardown(m);
+        else if (result < 0)
+                mapping_fail(m, FUSELOOP_ERROR_SETUP_FAILED, "%s", m->job.error);
+        else {
+                m->step = STEP_NONE;
+                r = fuse_file_start(m->fuse, m->manager->event, on_fuse_gone, m);
+                if (r < 0)
+                        mapping_fail(m, FUSELOOP_ERROR_SETUP_FAILED, "cannot serve the FUSE file: %s", strerror(-r));
+                else
+                        mapping_run_job(m, STEP_ATTACH, job_attach, on_attach_done);
+        }
+        mapping_unref(m);
+}
+
+static void on_source_open_done(int result, void *userdata) {
+        Mapping *m = userdata;
+        char err[256];
+        int r;
+
+        if (mapping_job_returned(m)) {
+                mapping_teardown(m);
+                goto finish;
+        }
+        if (result < 0) {
+                mapping_fail(m, FUSELOOP_ERROR_INVALID_SOURCE, "invalid source: %s", m->job.error);
+                goto finish;
+        }
+
+        r = map_options_resolve(&m->options, m->job.source_size, err, sizeof(err));
+        if (r < 0) {
+                mapping_fail(m, FUSELOOP_ERROR_INVALID_OPTION, "%s", err);
+                goto finish;
+        }
+
+        r = source_fd_new(m->manager->ring, m->job.source_fd, m->job.source_size, m->job.source_description,
+                          &m->source);
+        if (r < 0) {
+                mapping_fail(m, FUSELOOP_ERROR_SETUP_FAILED, "cannot set up the source: %s", strerror(-r));
+                goto finish;
+        }
+        m->job.source_fd = -EBADF;  /* owned by the source now */
+
+        r = fuse_file_new(m->name, m->path, m->source, m->options.offset, m->options.size, &m->fuse);
+        if (r < 0) {
+                mapping_fail(m, FUSELOOP_ERROR_SETUP_FAILED, "cannot create the FUSE session: %s", strerror(-r));
+                goto finish;
+        }
+
+        mapping_run_job(m, STEP_MOUNT, job_mount, on_mount_done);
+finish:
+        mapping_unref(m);
+}
+
+static int on_caller_owner_changed(sd_bus_message *msg, void *userdata, sd_bus_error *error _unused_) {
+        Mapping *m = userdata;
+        const char *name, *old, *new;
+
+        if (sd_bus_message_read(msg, "sss", &name, &old, &new) < 0)
+                return 0;
+        if (isempty(new))
+                mapping_caller_gone(m);
+        return 0;
+}
+
+static int on_caller_check_reply(sd_bus_message *reply, void *userdata, sd_bus_error *error _unused_) {
+        Mapping *m = userdata;
+
+        /* The match is in place now; a caller that left before it was would be missed, so ask
+         * once whether it is still there. */
+        if (sd_bus_message_is_method_error(reply, NULL) &&
+            sd_bus_message_is_method_error(reply, "org.freedesktop.DBus.Error.NameHasNoOwner"))
+                mapping_caller_gone(m);
+        mapping_unref(m);
+        return 0;
+}
+
+static int on_caller_match_installed(sd_bus_message *reply, void *userdata, sd_bus_error *error _unused_) {
+        Mapping *m = userdata;
+        sd_bus *bus = sd_bus_message_get_bus(reply);
+        int r;
+
+        if (sd_bus_message_is_method_error(reply, NULL)) {
+                log_warning("Mapping '%s': cannot follow its caller: %s", m->name,
+                            sd_bus_message_get_error(reply)->message);
+                return 0;
+        }
+
+        r = sd_bus_call_method_async(bus, NULL, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                     "org.freedesktop.DBus", "GetNameOwner", on_caller_check_reply, m, "s",
+                                     m->caller);
+        if (r >= 0)
+                mapping_ref(m);
+        return 0;
+}
+
+static void mapping_follow_caller(Mapping *m) {
+        _cleanup_(freep) char *match = NULL;
+        int r;
+
+        if (!m->caller || !m->manager->bus)
+                return;
+
+        if (asprintf(&match,
+                     "type='signal',sender='org.freedesktop.DBus',path='/org/freedesktop/DBus',"
+                     "interface='org.freedesktop.DBus',member='NameOwnerChanged',arg0='%s'", m->caller) < 0) {
+                match = NULL;
+                log_oom();
+                return;
+        }
+
+        m->caller_slot = sd_bus_slot_unref(m->caller_slot);
+        r = sd_bus_add_match_async(m->manager->bus, &m->caller_slot, match, on_caller_owner_changed,
+                                   on_caller_match_installed, m);
+        if (r < 0)
+                log_warning_errno(r, "Mapping '%s': cannot follow its caller: %m, ignoring", m->name);
+}
+
+void mapping_start(Mapping *m, sd_bus_message *call, const char *caller) {
+        m->map_call = sd_bus_message_ref(call);
+
+        if (m->options.bind_to_caller && caller) {
+                m->caller = strdup(caller);
+                if (!m->caller) {
+                        mapping_fail(m, FUSELOOP_ERROR_SETUP_FAILED, "out of memory");
+                        return;
+                }
+                mapping_follow_caller(m);
+        }
+
+        mapping_run_job(m, STEP_OPEN_SOURCE, job_open_source, on_source_open_done);
+}
+
+static void mapping_activate(Mapping *m) {
+        char dev[32];
+
+        mapping_disarm_timer(m);
+        m->step = STEP_NONE;
+
+        if (m->manager->shutting_down) {
+                mapping_fail(m, FUSELOOP_ERROR_SETUP_FAILED, "fuseloopd is shutting down");
+                return;
+        }
+
+        m->state = MAPPING_ACTIVE;
+        m->published = true;
+        bus_mapping_emit_added(m);
+
+        log_info("Mapping '%s': %s is active (source '%s', %" PRIu64 " bytes at offset %" PRIu64 ").", m->name,
+                 mapping_device(m, dev, sizeof(dev)), m->source->description, m->options.size, m->options.offset);
+
+        if (m->map_call) {
+                int r = sd_bus_reply_method_return(m->map_call, "os", m->object_path, dev);
+
+                if (r < 0)
+                        log_debug_errno(r, "Mapping '%s': cannot reply to Map: %m", m->name);
+                m->map_call = sd_bus_message_unref(m->map_call);
+        }
+
+        manager_update_status(m->manager);
+
+        if (m->caller_gone)
+                mapping_unmap(m, true, NULL, FUSELOOP_REASON_CALLER_GONE);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Detach and teardown */
+
+static void mapping_reply_error(Mapping *m, sd_bus_message **call, const char *name, const char *fmt, ...)
+        _printf_(4, 5);
+
+static void mapping_reply_error(Mapping *m, sd_bus_message **call, const char *name, const char *fmt, ...) {
+        _cleanup_(freep) char *msg = NULL;
+        va_list ap;
+        int r;
+
+        if (!*call)
+                return;
+
+        va_start(ap, fmt);
+        r = vasprintf(&msg, fmt, ap);
+        va_end(ap);
+        if (r < 0)
+                msg = NULL;
+
+        r = sd_bus_reply_method_errorf(*call, name, "%s", msg ?: "out of memory");
+        if (r < 0)
+                log_debug_errno(r, "Mapping '%s': cannot send a reply: %m", m->name);
+        *call = sd_bus_message_unref(*call);
+}
+
+static void mapping_finish(Mapping *m) {
+        Manager *manager = m->manager;
+
+        m->step = STEP_NONE;
+        mapping_disarm_timer(m);
+
+        if (m->published) {
+                log_info("Mapping '%s': removed (%s).", m->name, m->remove_reason ?: FUSELOOP_REASON_FAILED);
+                bus_mapping_emit_removed(m, m->remove_reason ?: FUSELOOP_REASON_FAILED);
+                m->published = false;
+        }
+
+        if (m->map_call)
+                mapping_reply_error(m, &m->map_call, m->error_name ?: FUSELOOP_ERROR_SETUP_FAILED, "%s",
+                                    m->error_message ?: "the mapping failed");
+        if (m->unmap_call) {
+                int r = sd_bus_reply_method_return(m->unmap_call, NULL);
+
+                if (r < 0)
+                        log_debug_errno(r, "Mapping '%s': cannot reply to Unmap: %m", m->name);
+                m->unmap_call = sd_bus_message_unref(m->unmap_call);
+        }
+
+        manager_remove_mapping(manager, m);
+        mapping_unref(m);
+        manager_update_status(manager);
+}
+
+static int job_unmount(void *userdata) {
+        Mapping *m = userdata;
+
+        /* Runs on a worker: a lazy unmount of our own FUSE file, then its mount point goes. */
+        if (m->fuse)
+                fuse_file_unmount(m->fuse);
+        if (unlink(m->path) < 0 && errno != ENOENT)
+                return -errno;
+        return 0;
+}
+
+static void on_unmount_done(int result, void *userdata) {
+        Mapping *m = userdata;
+
+        (void) mapping_job_returned(m);
+        if (result < 0)
+                log_warning_errno(result, "Mapping '%s': cannot remove '%s': %m, ignoring", m->name, m->path);
+        m->fuse = fuse_file_free(m->fuse);
+        mapping_finish(m);
+        mapping_unref(m);
+}
+
+static void on_drained(void *userdata) {
+        Mapping *m = userdata;
+
+        mapping_teardown(m);
+}
+
+static int job_detach(void *userdata) {
+        Mapping *m = userdata;
+
+        /* Runs on a worker. */
+        return loop_device_detach(&m->loop, m->lazy);
+}
+
+static int job_cancel_autoclear(void *userdata) {
+        Mapping *m = userdata;
+
+        /* Runs on a worker. */
+        return loop_device_cancel_autoclear(&m->loop);
+}
+
+static void mapping_released(Mapping *m) {
+        mapping_disarm_timer(m);
+        m->loop_attached = false;
+        m->step = STEP_NONE;
+        log_debug("Mapping '%s': /dev/loop%i released its backing file.", m->name, m->loop.nr);
+        mapping_teardown(m);
+}
+
+static void on_cancel_autoclear_done(int result, void *userdata) {
+        Mapping *m = userdata;
+        char dev[32];
+
+        (void) mapping_job_returned(m);
+        if (result == -ESTALE)
+                /* Released while we waited: the unmap succeeded after all. */
+                mapping_released(m);
+        else {
+                if (result < 0)
+                        log_warning_errno(result, "Mapping '%s': cannot cancel the pending detach: %m, ignoring", m->name);
+                m->step = STEP_NONE;
+                mapping_set_state(m, MAPPING_ACTIVE);
+                mapping_reply_error(m, &m->unmap_call, FUSELOOP_ERROR_BUSY,
+                                    "'%s' (%s) is still open by another process; close it or unmap lazily",
+                                    m->name, mapping_device(m, dev, sizeof(dev)));
+        }
+        mapping_unref(m);
+}
+
+static void on_detach_done(int result, void *userdata) {
+        Mapping *m = userdata;
+        char dev[32];
+
+        (void) mapping_job_returned(m);
+        (void) mapping_device(m, dev, sizeof(dev));
+
+        if (result == -EBUSY) {
+                m->step = STEP_NONE;
+                mapping_set_state(m, MAPPING_ACTIVE);
+                mapping_reply_error(m, &m->unmap_call, FUSELOOP_ERROR_BUSY,
+                                    "'%s' (%s) is in use (mounted?); unmount it first or unmap lazily", m->name, dev);
+        } else if (result < 0) {
+                log_warning_errno(result, "Mapping '%s': cannot detach %s: %m", m->name, dev);
+                if (m->state == MAPPING_DETACHING) {
+                        m->step = STEP_NONE;
+                        mapping_set_state(m, MAPPING_ACTIVE);
+                        mapping_reply_error(m, &m->unmap_call, FUSELOOP_ERROR_SETUP_FAILED, "cannot detach %s: %s",
+                                            dev, strerror(-result));
+                } else {
+                        /* Tearing down after a failure: leave the device to the kernel. */
+                        m->loop_attached = false;
+                        mapping_teardown(m);
+                }
+        } else if (result == 0)
+                mapping_released(m);
+        else {
+                /* Someone still has it open: the kernel detaches at the last close. */
+                m->step = STEP_WAIT_RELEASE;
+                if (m->lazy) {
+                        if (m->unmap_call) {
+                                (void) sd_bus_reply_method_return(m->unmap_call, NULL);
+                                m->unmap_call = sd_bus_message_unref(m->unmap_call);
+                        }
+                        log_info("Mapping '%s': %s is in use; it is detached when its last user closes it.", m->name, dev);
+                        manager_update_status(m->manager);
+                } else
+                        mapping_arm_timer(m, RELEASE_TIMEOUT_USEC);
+
+                /* It may have gone while we were looking. */
+                if (loop_device_is_bound(&m->loop, m->path) == 0)
+                        mapping_released(m);
+        }
+        mapping_unref(m);
+}
+
+static void mapping_teardown(Mapping *m) {
+        if (m->job_running)
+                return;  /* the job's done callback continues */
+
+        if (m->loop_attached) {
+                if (m->step == STEP_WAIT_RELEASE)
+                        return;
+                m->lazy = true;
+                mapping_run_job(m, STEP_DETACH, job_detach, on_detach_done);
+                return;
+        }
+
+        if (m->fuse) {
+                fuse_file_stop(m->fuse);
+                if (fuse_file_drain(m->fuse, on_drained, m)) {
+                        m->step = STEP_DRAIN;
+                        return;
+                }
+        }
+
+        if (m->fuse) {
+                mapping_run_job(m, STEP_UNMOUNT, job_unmount, on_unmount_done);
+                return;
+        }
+
+        mapping_finish(m);
+}
+
+static void mapping_fail(Mapping *m, const char *error_name, const char *fmt, ...) {
+        _cleanup_(freep) char *msg = NULL;
+        va_list ap;
+        int r;
+
+        va_start(ap, fmt);
+        r = vasprintf(&msg, fmt, ap);
+        va_end(ap);
+        if (r < 0)
+                msg = NULL;
+
+        if (!m->error_name) {
+                m->error_name = strdup(error_name);
+                m->error_message = msg ? strdup(msg) : NULL;
+        }
+        if (m->published)
+                log_error("Mapping '%s': %s", m->name, msg ?: error_name);
+        else
+                log_info("Mapping '%s' not created: %s", m->name, msg ?: error_name);
+
+        if (!m->remove_reason)
+                m->remove_reason = FUSELOOP_REASON_FAILED;
+        mapping_disarm_timer(m);
+        if (m->step == STEP_WAIT_DISK || m->step == STEP_WAIT_PARTITIONS)
+                m->step = STEP_NONE;
+        mapping_set_state(m, MAPPING_FAILED);
+        mapping_teardown(m);
+}
+
+void mapping_unmap(Mapping *m, bool lazy, sd_bus_message *call, const char *reason) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *c = sd_bus_message_ref(call);
+
+        switch (m->state) {
+        case MAPPING_ACTIVE:
+                break;
+        case MAPPING_ATTACHING:
+                mapping_reply_error(m, &c, FUSELOOP_ERROR_BUSY, "'%s' is still being set up", m->name);
+                return;
+        case MAPPING_DETACHING:
+        case MAPPING_FAILED:
+        default:
+                if (lazy && m->step == STEP_WAIT_RELEASE && m->lazy && c) {
+                        /* Already detaching lazily: asking again is not an error. */
+                        (void) sd_bus_reply_method_return(c, NULL);
+                        return;
+                }
+                mapping_reply_error(m, &c, FUSELOOP_ERROR_BUSY, "'%s' is already being unmapped", m->name);
+                return;
+        }
+
+        m->unmap_call = TAKE_PTR(c);
+        m->lazy = lazy;
+        m->remove_reason = reason;
+        mapping_set_state(m, MAPPING_DETACHING);
+        mapping_run_job(m, STEP_DETACH, job_detach, on_detach_done);
+}
+
+void mapping_shutdown(Mapping *m) {
+        /* Attaching mappings fail when they would become active; failing or detaching ones are on
+         * their way out already. */
+        if (m->state == MAPPING_ACTIVE)
+                mapping_unmap(m, true, NULL, FUSELOOP_REASON_SHUTDOWN);
+}
+
+void mapping_caller_gone(Mapping *m) {
+        if (m->caller_gone)
+                return;
+        m->caller_gone = true;
+        log_info("Mapping '%s': its caller %s disconnected; unmapping it.", m->name, m->caller ?: "");
+        if (m->state == MAPPING_ACTIVE)
+                mapping_unmap(m, true, NULL, FUSELOOP_REASON_CALLER_GONE);
+}
+
+void mapping_bus_reconnected(Mapping *m) {
+        m->caller_slot = sd_bus_slot_unref(m->caller_slot);
+        /* Unique names do not survive the bus: a bound caller is gone. */
+        if (m->caller)
+                mapping_caller_gone(m);
+}
+
+static int on_timer(sd_event_source *s _unused_, uint64_t usec _unused_, void *userdata) {
+        Mapping *m = userdata;
+
+        m->timer = sd_event_source_disable_unref(m->timer);
+
+        switch (m->step) {
+        case STEP_WAIT_DISK:
+        case STEP_WAIT_PARTITIONS:
+                mapping_fail(m, FUSELOOP_ERROR_TIMEOUT, "udev did not process /dev/loop%i in time%s", m->loop.nr,
+                             block_monitor_is_udev(m->manager->monitor) ? "" : " (no udevd running)");
+                break;
+        case STEP_WAIT_RELEASE:
+                if (!m->lazy && m->state == MAPPING_DETACHING)
+                        mapping_run_job(m, STEP_CANCEL_AUTOCLEAR, job_cancel_autoclear, on_cancel_autoclear_done);
+                break;
+        default:
+                break;
+        }
+        return 0;
+}
+
+void mapping_on_block_event(Mapping *m, const char *action _unused_, dev_t devnum, uint64_t seqnum) {
+        if (!m->loop_attached)
+                return;
+
+        switch (m->step) {
+        case STEP_WAIT_DISK:
+                if (devnum == m->loop.devnum && seqnum > m->wait_seqnum)
+                        mapping_disk_ready(m);
+                return;
+        case STEP_WAIT_PARTITIONS:
+                mapping_check_partitions(m);
+                return;
+        default:
+                break;
+        }
+
+        if (devnum != m->loop.devnum || m->job_running)
+                return;
+        if (m->state != MAPPING_ACTIVE && m->step != STEP_WAIT_RELEASE)
+                return;
+        if (loop_device_is_bound(&m->loop, m->path) != 0)
+                return;
+
+        if (m->step == STEP_WAIT_RELEASE)
+                mapping_released(m);
+        else {
+                log_notice("Mapping '%s': /dev/loop%i was detached behind our back; removing the mapping.", m->name,
+                           m->loop.nr);
+                m->remove_reason = FUSELOOP_REASON_DETACHED;
+                m->loop_attached = false;
+                mapping_set_state(m, MAPPING_DETACHING);
+                mapping_teardown(m);
+        }
+}

@@ -1,0 +1,130 @@
+/* One mapping's lifecycle: source, FUSE file and loop device, from Map to removal. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <systemd/sd-bus.h>
+#include <systemd/sd-event.h>
+
+#include "fuse-file.h"
+#include "loop-device.h"
+#include "manager.h"
+#include "options.h"
+#include "source.h"
+
+typedef enum MappingState {
+        MAPPING_ATTACHING,
+        MAPPING_ACTIVE,
+        MAPPING_DETACHING,
+        MAPPING_FAILED,
+        _MAPPING_STATE_MAX,
+        _MAPPING_STATE_INVALID = -EINVAL,
+} MappingState;
+
+const char *mapping_state_to_string(MappingState s);
+
+/* Where the attach sequence is; also tells which udev events we wait for. */
+typedef enum MappingStep {
+        STEP_NONE,
+        STEP_OPEN_SOURCE,
+        STEP_MOUNT,
+        STEP_ATTACH,
+        STEP_WAIT_DISK,
+        STEP_PARTSCAN,
+        STEP_WAIT_PARTITIONS,
+        STEP_DETACH,
+        STEP_WAIT_RELEASE,
+        STEP_CANCEL_AUTOCLEAR,
+        STEP_DRAIN,
+        STEP_UNMOUNT,
+} MappingStep;
+
+struct Mapping {
+        Manager *manager;
+        Mapping *next, *prev;
+        unsigned n_ref;
+
+        char *name;
+        char *path;              /* the FUSE file, <run-dir>/<name> */
+        char *object_path;
+        char *uri_path;          /* MapURI: the path the daemon opens */
+        MapOptions options;
+        uid_t owner_uid;
+        uint64_t created_usec;
+        bool direct_io_effective;
+
+        MappingState state;
+        MappingStep step;
+        bool published;          /* object visible on the bus, MappingAdded sent */
+        bool job_running;
+
+        Source *source;
+        FuseFile *fuse;
+        LoopDevice loop;
+        bool loop_attached;
+
+        /* Written only by the running job (workers), read by its done callback. */
+        struct {
+                int source_fd;
+                uint64_t source_size;
+                char *source_description;
+                char error[256];
+                LoopDevice loop;
+                uint64_t seqnum;
+        } job;
+
+        /* udev wait */
+        uint64_t wait_seqnum;
+        LoopPartition *wait_parts;
+        int n_wait_parts;
+        sd_event_source *timer;
+
+        /* Calls answered when the current operation ends. */
+        sd_bus_message *map_call;
+        sd_bus_message *unmap_call;
+        bool lazy;
+        const char *remove_reason;
+        char *error_name;
+        char *error_message;
+
+        /* bind-to-caller */
+        char *caller;
+        sd_bus_slot *caller_slot;
+        bool caller_gone;
+};
+
+/* Creates a mapping in state attaching and adds it to the manager (which reserves the name).
+ * Exactly one of fd (taken over) and uri_path is set. Options are taken over. */
+int mapping_new(Manager *manager, const char *name, int fd, const char *uri_path, MapOptions *options,
+                uid_t owner, Mapping **ret);
+
+/* Starts the attach sequence; call (a Map or MapURI call) is answered when it succeeds or fails. */
+void mapping_start(Mapping *m, sd_bus_message *call, const char *caller);
+
+/* Unmaps; call (may be NULL) is answered when done or refused. Returns 0, or -EBUSY when the
+ * mapping is in a state that cannot be unmapped now (error already sent). */
+void mapping_unmap(Mapping *m, bool lazy, sd_bus_message *call, const char *reason);
+
+/* Handles a block device event (from the udev monitor). */
+void mapping_on_block_event(Mapping *m, const char *action, dev_t devnum, uint64_t seqnum);
+
+/* Takes the mapping down at daemon shutdown: detached if unused, lazily otherwise. */
+void mapping_shutdown(Mapping *m);
+
+/* The caller of a bind-to-caller mapping disconnected. */
+void mapping_caller_gone(Mapping *m);
+
+/* The bus came back: re-install per-mapping bus state. */
+void mapping_bus_reconnected(Mapping *m);
+
+Mapping *mapping_ref(Mapping *m);
+Mapping *mapping_unref(Mapping *m);
+
+/* The device path, "" while none is attached. */
+const char *mapping_device(const Mapping *m, char *buf, size_t len);
+
+const FuseFileStats *mapping_stats(const Mapping *m);
+
+/* Emits PropertiesChanged for State (published mappings only). */
+void mapping_emit_state(Mapping *m);

@@ -1,0 +1,133 @@
+/* The run directory: where each mapping's FUSE file lives, and what an earlier instance left.
+ *
+ * The clean-up runs at start-up before this instance serves any FUSE session, so nothing here
+ * can wait on an answer from ourselves: the sessions it finds belong to a dead process (their
+ * connections are aborted) and the unmounts are lazy. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "loop-device.h"
+#include "macro.h"
+#include "run-dir.h"
+#include "util.h"
+
+int run_dir_prepare(const char *dir) {
+        if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+                return log_error_errno(errno, "Failed to create the run directory '%s': %m", dir);
+        return 0;
+}
+
+/* Decodes the octal escapes (\040 etc.) of /proc/self/mountinfo in place. */
+static void mountinfo_unescape(char *s) {
+        char *o = s;
+
+        for (; *s; s++) {
+                if (s[0] == '\\' && s[1] >= '0' && s[1] <= '7' && s[2] >= '0' && s[2] <= '7' && s[3] >= '0' &&
+                    s[3] <= '7') {
+                        *o++ = (char) (((s[1] - '0') << 6) | ((s[2] - '0') << 3) | (s[3] - '0'));
+                        s += 3;
+                } else
+                        *o++ = *s;
+        }
+        *o = '\0';
+}
+
+/* Unmounts (lazily) every mount whose mount point is directly in dir; repeats for stacked
+ * mounts. Returns the number of unmounts. */
+static int unmount_all_in(const char *dir) {
+        size_t dlen = strlen(dir);
+        int count = 0;
+
+        for (unsigned round = 0; round < 16; round++) {
+                _cleanup_(freep) char *line = NULL;
+                size_t linelen = 0;
+                bool found = false;
+                FILE *f;
+
+                f = fopen("/proc/self/mountinfo", "re");
+                if (!f)
+                        return -errno;
+
+                while (getline(&line, &linelen, f) > 0) {
+                        char mnt[PATH_MAX];
+
+                        /* id parent maj:min root mountpoint ... */
+                        if (sscanf(line, "%*s %*s %*s %*s %4095s", mnt) != 1)
+                                continue;
+                        mountinfo_unescape(mnt);
+                        if (strncmp(mnt, dir, dlen) != 0 || mnt[dlen] != '/' || strchr(mnt + dlen + 1, '/'))
+                                continue;
+
+                        if (umount2(mnt, MNT_DETACH | UMOUNT_NOFOLLOW) < 0) {
+                                log_warning_errno(errno, "Failed to unmount leftover '%s': %m, ignoring", mnt);
+                                continue;
+                        }
+                        log_notice("Unmounted leftover FUSE file '%s' of an earlier instance.", mnt);
+                        found = true;
+                        count++;
+                }
+                fclose(f);
+
+                if (!found)
+                        break;
+        }
+        return count;
+}
+
+static int remove_files_in(const char *dir) {
+        struct dirent *de;
+        int count = 0;
+        DIR *d;
+
+        d = opendir(dir);
+        if (!d)
+                return -errno;
+
+        while ((de = readdir(d))) {
+                if (streq(de->d_name, ".") || streq(de->d_name, ".."))
+                        continue;
+                if (unlinkat(dirfd(d), de->d_name, 0) < 0) {
+                        log_warning_errno(errno, "Failed to remove leftover '%s/%s': %m, ignoring", dir, de->d_name);
+                        continue;
+                }
+                log_notice("Removed leftover run file '%s/%s'.", dir, de->d_name);
+                count++;
+        }
+        closedir(d);
+        return count;
+}
+
+int run_dir_cleanup(const char *dir) {
+        int r, count = 0;
+
+        r = loop_device_detach_all_under(dir);
+        if (r < 0)
+                log_warning_errno(r, "Failed to look for leftover loop devices: %m, ignoring");
+        else
+                count += r;
+
+        r = unmount_all_in(dir);
+        if (r < 0)
+                log_warning_errno(r, "Failed to look for leftover FUSE mounts: %m, ignoring");
+        else
+                count += r;
+
+        r = remove_files_in(dir);
+        if (r < 0)
+                log_warning_errno(r, "Failed to look for leftover run files: %m, ignoring");
+        else
+                count += r;
+
+        if (count > 0)
+                log_notice("Cleaned up %i leftovers of an earlier instance in '%s'.", count, dir);
+        return count;
+}

@@ -1,0 +1,36 @@
+/* The data source interface: a size, asynchronous reads, a description, and a close. */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct Source Source;
+
+/* Called on the loop thread when a read finished: result is the number of bytes read (which may
+ * be short only at the end of the source) or -errno. */
+typedef void (*SourceReadDone)(int result, void *userdata);
+
+typedef struct SourceVTable {
+        /* Starts reading len bytes at offset into buf; done runs later, never from inside
+         * read(). Returns 0 or -errno (then done does not run). */
+        int (*read)(Source *s, void *buf, size_t len, uint64_t offset, SourceReadDone done,
+                    void *userdata);
+        /* Pushes reads queued since the last call to the kernel. */
+        void (*flush)(Source *s);
+        void (*free)(Source *s);
+} SourceVTable;
+
+struct Source {
+        const SourceVTable *vtable;
+        uint64_t size;         /* bytes the source has */
+        char *description;     /* what the user sees as "Source" */
+};
+
+/* Reads through the source's implementation. */
+int source_read(Source *s, void *buf, size_t len, uint64_t offset, SourceReadDone done, void *userdata);
+
+/* Submits queued reads. */
+void source_flush(Source *s);
+
+/* Closes and frees the source; returns NULL. No read may be in flight. */
+Source *source_free(Source *s);

@@ -1,0 +1,176 @@
+/* Pure helpers shared by daemon, client and tests: names, sizes, small string and fd utilities. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bus-names.h"
+#include "macro.h"
+#include "util.h"
+
+bool mapping_name_is_valid(const char *s) {
+        size_t n;
+
+        if (!s)
+                return false;
+
+        n = strlen(s);
+        if (n == 0 || n > FUSELOOP_NAME_MAX || s[0] == '.')
+                return false;
+
+        for (size_t i = 0; i < n; i++) {
+                char c = s[i];
+
+                if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+                        continue;
+                if (!strchr("._:@+-", c))
+                        return false;
+        }
+        return true;
+}
+
+int safe_atou64(const char *s, uint64_t *ret) {
+        uint64_t v = 0;
+
+        if (!s || !*s)
+                return -EINVAL;
+
+        for (const char *p = s; *p; p++) {
+                if (*p < '0' || *p > '9')
+                        return -EINVAL;
+                if (v > (UINT64_MAX - (uint64_t) (*p - '0')) / 10)
+                        return -ERANGE;
+                v = v * 10 + (uint64_t) (*p - '0');
+        }
+        *ret = v;
+        return 0;
+}
+
+int parse_size(const char *s, uint64_t *ret_bytes) {
+        static const struct {
+                char suffix;
+                unsigned shift;
+        } units[] = {
+                { 'K', 10 }, { 'M', 20 }, { 'G', 30 }, { 'T', 40 },
+        };
+        char digits[32];
+        const char *p, *rest;
+        unsigned shift = 0;
+        uint64_t v;
+        size_t n;
+        int r;
+
+        if (!s)
+                return -EINVAL;
+
+        for (p = s; *p >= '0' && *p <= '9'; p++)
+                ;
+        n = (size_t) (p - s);
+        if (n == 0 || n >= sizeof(digits))
+                return n == 0 ? -EINVAL : -ERANGE;
+        memcpy(digits, s, n);
+        digits[n] = '\0';
+
+        rest = p;
+        if (*rest) {
+                size_t i;
+
+                for (i = 0; i < ELEMENTSOF(units); i++)
+                        if (*rest == units[i].suffix || *rest == units[i].suffix + ('a' - 'A'))
+                                break;
+                if (i >= ELEMENTSOF(units))
+                        return -EINVAL;
+                shift = units[i].shift;
+                rest++;
+                if (strcmp(rest, "") != 0 && strcmp(rest, "iB") != 0 && strcmp(rest, "B") != 0)
+                        return -EINVAL;
+        }
+
+        r = safe_atou64(digits, &v);
+        if (r < 0)
+                return r;
+        if (shift > 0 && v > (UINT64_MAX >> shift))
+                return -ERANGE;
+
+        *ret_bytes = v << shift;
+        return 0;
+}
+
+char *format_size(char *buf, size_t len, uint64_t bytes) {
+        static const char suffixes[] = "KMGTPE";
+        unsigned i;
+
+        if (bytes < 1024) {
+                (void) snprintf(buf, len, "%" PRIu64, bytes);
+                return buf;
+        }
+
+        for (i = 0; i < sizeof(suffixes) - 2 && bytes >= (UINT64_C(1024) << (10 * (i + 1))); i++)
+                ;
+
+        uint64_t unit = UINT64_C(1) << (10 * (i + 1));
+        if (bytes % unit == 0)
+                (void) snprintf(buf, len, "%" PRIu64 "%c", bytes / unit, suffixes[i]);
+        else
+                (void) snprintf(buf, len, "%.1f%c", (double) bytes / (double) unit, suffixes[i]);
+        return buf;
+}
+
+int loop_device_parse_number(const char *s) {
+        const char *p;
+        uint64_t n;
+
+        if (!s)
+                return -EINVAL;
+
+        p = startswith(s, "/dev/loop");
+        if (!p)
+                p = startswith(s, "loop");
+        if (!p || (p[0] == '0' && p[1] != '\0'))
+                return -EINVAL;
+        if (safe_atou64(p, &n) < 0 || n > (1u << 20))
+                return -EINVAL;
+        return (int) n;
+}
+
+int read_one_line_file(const char *path, char **ret) {
+        _cleanup_(closep) int fd = -EBADF;
+        char buf[4096];
+        ssize_t n;
+        char *s;
+
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return -errno;
+
+        n = read(fd, buf, sizeof(buf) - 1);
+        if (n < 0)
+                return -errno;
+        buf[n] = '\0';
+        buf[strcspn(buf, "\n")] = '\0';
+
+        s = strdup(buf);
+        if (!s)
+                return -ENOMEM;
+        *ret = s;
+        return 0;
+}
+
+int read_u64_file(const char *path, uint64_t *ret) {
+        _cleanup_(freep) char *s = NULL;
+        int r;
+
+        r = read_one_line_file(path, &s);
+        if (r < 0)
+                return r;
+        return safe_atou64(s, ret);
+}
+
+const char *startswith(const char *s, const char *prefix) {
+        size_t n = strlen(prefix);
+
+        return strncmp(s, prefix, n) == 0 ? s + n : NULL;
+}

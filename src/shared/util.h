@@ -1,0 +1,36 @@
+/* Pure helpers shared by daemon, client and tests: names, sizes, small string and fd utilities. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* True if s is a valid mapping name: 1-FUSELOOP_NAME_MAX bytes of [A-Za-z0-9._:@+-], not
+ * starting with '.'. */
+bool mapping_name_is_valid(const char *s);
+
+/* Parses a byte count: decimal digits with an optional K, M, G or T suffix (powers of 1024,
+ * optionally followed by "iB" or "B"). Returns 0 and writes *ret_bytes, -EINVAL for malformed
+ * input, -ERANGE on overflow. */
+int parse_size(const char *s, uint64_t *ret_bytes);
+
+/* Formats bytes with a binary suffix ("512", "1.5K", "100M", "2.0G") into buf (at least
+ * FORMAT_SIZE_MAX bytes); returns buf. */
+#define FORMAT_SIZE_MAX 16
+char *format_size(char *buf, size_t len, uint64_t bytes);
+
+/* Parses "loopN" or "/dev/loopN" and returns N (>= 0), or -EINVAL. */
+int loop_device_parse_number(const char *s);
+
+/* Reads a small sysfs-style file into a NUL-terminated string with the trailing newline removed.
+ * Returns 0 and a malloc()ed string, or -errno. */
+int read_one_line_file(const char *path, char **ret);
+
+/* Reads a decimal unsigned number from a sysfs-style file. */
+int read_u64_file(const char *path, uint64_t *ret);
+
+/* Parses a decimal unsigned 64-bit number, the whole string. */
+int safe_atou64(const char *s, uint64_t *ret);
+
+/* True if s starts with prefix; returns a pointer past it or NULL. */
+const char *startswith(const char *s, const char *prefix);
