@@ -24,19 +24,32 @@ static int reply_invalid_name(sd_bus_error *error, const char *name) {
                                  QUOTE_MAX, name, strlen(name) > QUOTE_MAX ? "..." : "", FUSELOOP_NAME_MAX);
 }
 
-static int get_sender_uid(sd_bus_message *msg, uid_t *ret) {
+/* Authorizes a call that changes mappings and writes the caller's uid. Until polkit decides per
+ * action, only root may change anything: a non-root caller could otherwise have the daemon open
+ * any path as root (MapURI). Returns 0, or a negative value with error set. */
+int bus_authorize_change(sd_bus_message *msg, const char *what, uid_t *ret_uid, sd_bus_error *error) {
         _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
+        uid_t uid;
         int r;
 
         r = sd_bus_query_sender_creds(msg, SD_BUS_CREDS_EUID, &creds);
         if (r < 0)
                 return r;
-        return sd_bus_creds_get_euid(creds, ret);
+        r = sd_bus_creds_get_euid(creds, &uid);
+        if (r < 0)
+                return r;
+
+        if (uid != 0)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
+                                         "Permission denied: only root may %s.", what);
+        if (ret_uid)
+                *ret_uid = uid;
+        return 0;
 }
 
 /* Checks what Map and MapURI share, reads the options and creates the mapping. */
 static int map_common(Manager *manager, sd_bus_message *msg, const char *name, int fd, const char *uri_path,
-                      sd_bus_error *error) {
+                      const char *what, sd_bus_error *error) {
         _cleanup_(map_options_done) MapOptions o = MAP_OPTIONS_INIT;
         _cleanup_(closep) int dfd = -EBADF;
         Mapping *m, *existing;
@@ -47,6 +60,10 @@ static int map_common(Manager *manager, sd_bus_message *msg, const char *name, i
                 return reply_invalid_name(error, name);
 
         r = bus_read_options(msg, (OptionSetter) map_options_set, &o, error);
+        if (r < 0)
+                return r;
+
+        r = bus_authorize_change(msg, what, &uid, error);
         if (r < 0)
                 return r;
 
@@ -62,10 +79,6 @@ static int map_common(Manager *manager, sd_bus_message *msg, const char *name, i
                                          mapping_device(existing, dev, sizeof(dev))[0] ? dev : "no device yet",
                                          mapping_state_to_string(existing->state));
         }
-
-        r = get_sender_uid(msg, &uid);
-        if (r < 0)
-                return r;
 
         if (fd >= 0) {
                 /* The message keeps its own fd; ours must outlive it. */
@@ -92,7 +105,7 @@ static int method_map(sd_bus_message *msg, void *userdata, sd_bus_error *error) 
         if (r < 0)
                 return r;
 
-        return map_common(userdata, msg, name, fd, NULL, error);
+        return map_common(userdata, msg, name, fd, NULL, "map sources", error);
 }
 
 /* Turns "file:///p%20q" (percent-decoded) or "/p q" (taken as it is) into an absolute path.
@@ -158,7 +171,7 @@ static int method_map_uri(sd_bus_message *msg, void *userdata, sd_bus_error *err
                 return sd_bus_error_setf(error, FUSELOOP_ERROR_INVALID_SOURCE,
                                          "Invalid source '%.*s': use an absolute path or file:///path.", QUOTE_MAX, uri);
 
-        return map_common(userdata, msg, name, -EBADF, path, error);
+        return map_common(userdata, msg, name, -EBADF, path, "map paths opened by fuseloopd", error);
 }
 
 static int method_unmap(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
@@ -173,6 +186,10 @@ static int method_unmap(sd_bus_message *msg, void *userdata, sd_bus_error *error
                 return r;
 
         r = bus_read_options(msg, (OptionSetter) unmap_options_set, &o, error);
+        if (r < 0)
+                return r;
+
+        r = bus_authorize_change(msg, "unmap", NULL, error);
         if (r < 0)
                 return r;
 

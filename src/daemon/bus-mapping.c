@@ -182,6 +182,10 @@ static int method_mapping_unmap(sd_bus_message *msg, void *userdata, sd_bus_erro
         if (r < 0)
                 return r;
 
+        r = bus_authorize_change(msg, "unmap", NULL, error);
+        if (r < 0)
+                return r;
+
         mapping_unmap(m, o.lazy, msg, FUSELOOP_REASON_UNMAPPED);
         return 1;
 }

@@ -14,3 +14,7 @@ void bus_mapping_emit_removed(Mapping *m, const char *reason);
 typedef int (*OptionSetter)(void *o, const char *key, const char *type, const OptionValue *v,
                             char *errbuf, size_t errlen);
 int bus_read_options(sd_bus_message *msg, OptionSetter set, void *o, sd_bus_error *error);
+
+/* Authorizes a call that changes mappings (bus-manager.c) and writes the caller's uid. Returns
+ * 0, or a negative value with error set (AccessDenied). */
+int bus_authorize_change(sd_bus_message *msg, const char *what, uid_t *ret_uid, sd_bus_error *error);

@@ -216,8 +216,10 @@ int fuse_file_new(const char *name, const char *path, Source *source, uint64_t o
                 goto fail;
         }
 
-        /* Names are restricted to [A-Za-z0-9._:@+-], so they cannot break the option string. */
-        if (asprintf(&opts, "ro,allow_other,default_permissions,fsname=fuseloop:%s,subtype=fuseloop",
+        /* Names are restricted to [A-Za-z0-9._:@+-], so they cannot break the option string. No
+         * allow_other: only root opens the file (the loop device reads through the file we
+         * opened), so nobody else needs to. */
+        if (asprintf(&opts, "ro,default_permissions,fsname=fuseloop:%s,subtype=fuseloop",
                      name) < 0) {
                 r = -ENOMEM;
                 goto fail;

@@ -32,6 +32,7 @@ int parse_devnum(const char *s, dev_t *ret) {
         char buf[64];
         const char *colon;
         uint64_t maj, min;
+        int r;
 
         colon = strchr(s, ':');
         if (!colon || (size_t) (colon - s) >= sizeof(buf))
@@ -39,8 +40,11 @@ int parse_devnum(const char *s, dev_t *ret) {
         memcpy(buf, s, (size_t) (colon - s));
         buf[colon - s] = '\0';
 
-        if (safe_atou64(buf, &maj) < 0 || safe_atou64(colon + 1, &min) < 0)
-                return -EINVAL;
+        r = safe_atou64(buf, &maj);
+        if (r >= 0)
+                r = safe_atou64(colon + 1, &min);
+        if (r < 0)
+                return r;
         if (maj > 0xfff || min > 0xfffff)
                 return -ERANGE;
 

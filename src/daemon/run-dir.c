@@ -21,8 +21,23 @@
 #include "util.h"
 
 int run_dir_prepare(const char *dir) {
-        if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+        _cleanup_(closep) int fd = -EBADF;
+        struct stat st;
+
+        /* 0700: the FUSE files serve whatever was mapped, so only root may reach them (the loop
+         * devices themselves are root:disk). */
+        if (mkdir(dir, 0700) < 0 && errno != EEXIST)
                 return log_error_errno(errno, "Failed to create the run directory '%s': %m", dir);
+
+        fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+                return log_error_errno(errno, "Failed to open the run directory '%s': %m", dir);
+        if (fstat(fd, &st) < 0)
+                return log_error_errno(errno, "Failed to stat the run directory '%s': %m", dir);
+        if (st.st_uid != 0)
+                return log_error_errno(EPERM, "The run directory '%s' is not owned by root, refusing to use it.", dir);
+        if ((st.st_mode & 07777) != 0700 && fchmod(fd, 0700) < 0)
+                return log_error_errno(errno, "Failed to restrict the run directory '%s': %m", dir);
         return 0;
 }
 
