@@ -1,0 +1,728 @@
+# shellcheck shell=bash
+# lib.sh - common code of the integration tests; every tests/integration/test-*.sh sources it.
+#
+# Sourcing it: checks prerequisites (exit 77 if one is missing), takes the global test lock
+# (/run/fuseloop-test.lock, so two runs never overlap), removes what an earlier, killed test may
+# have left under the test run directory, makes a per-test temporary directory ($FL_TMP) and
+# installs a cleanup trap that always runs on exit: it unmounts what the test mounted, stops the
+# daemon it started (by pid), detaches leftover loop devices backed by the test run directory,
+# removes temporary files and prints the daemon log if the test failed.
+#
+# Environment (set by tests/meson.build; defaults for running a test by hand):
+#   FUSELOOPD, FUSELOOPCTL      the binaries under test
+#   FUSELOOP_SRC, FUSELOOP_BUILD  source and build roots
+#   FUSELOOP_TEST_STRICT=1      a missing prerequisite is a failure, not a skip (tests/run.sh)
+#   PYTHON                      python with python3-dbus and python3-gi (default /usr/bin/python3)
+#
+# The daemon under test always runs as
+#   $FUSELOOPD --run-dir /run/fuseloopd-test --log-level debug
+# so nothing here ever touches the default run directory /run/fuseloopd, and every loop device
+# whose backing file is under /run/fuseloopd-test was made by a test.
+
+set -euo pipefail
+set -E
+# Keep stdout and stderr in one stream so meson's log shows them in order.
+exec 2>&1
+
+FL_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+FL_TEST_NAME=$(basename "$0" .sh)
+FUSELOOP_SRC=${FUSELOOP_SRC:-$(cd "$FL_LIB_DIR/../.." && pwd)}
+FUSELOOP_BUILD=${FUSELOOP_BUILD:-$FUSELOOP_SRC/build}
+FUSELOOPD=${FUSELOOPD:-$FUSELOOP_BUILD/fuseloopd}
+FUSELOOPCTL=${FUSELOOPCTL:-$FUSELOOP_BUILD/fuseloopctl}
+PYTHON=${PYTHON:-/usr/bin/python3}
+export DBUS_SYSTEM_BUS_ADDRESS=${DBUS_SYSTEM_BUS_ADDRESS:-unix:path=/run/dbus/system_bus_socket}
+export LC_ALL=C
+
+FL_RUN_DIR=/run/fuseloopd-test
+FL_LOCK_FILE=/run/fuseloop-test.lock
+FL_DAEMON_RECORD=/run/fuseloop-test.daemon
+FL_BUS=org.proxmox.FuseLoop1
+FL_PATH=/org/proxmox/FuseLoop1
+FL_IFACE=org.proxmox.FuseLoop1
+FL_MAPPING_IFACE=org.proxmox.FuseLoop1.Mapping
+FL_ERR=org.proxmox.FuseLoop1.Error
+FL_TMP_PREFIX=/tmp/fuseloop-test.
+
+FL_TMP=
+FL_DAEMON_PID=
+FL_DAEMON_STATUS=
+FL_DAEMON_LOG=
+FL_MONITOR_PID=
+FL_MONITOR_LOG=
+FL_MOUNTS=()
+FL_PIDS=()
+ERR_OUT=
+
+# ------------------------------------------------------------ messages --
+
+# Messages go to stderr (the same stream as stdout, see above), so that helpers whose stdout is
+# captured with $(...) can still report.
+log() { printf '[%s] %s\n' "$(date +%T.%3N)" "$*" >&2; }
+step() { printf '\n[%s] ==== %s\n' "$(date +%T.%3N)" "$*" >&2; }
+
+# fail MESSAGE: ends the test with a failure, naming the test line that called the helper.
+fail() {
+        local i where=""
+
+        for ((i = 1; i < ${#FUNCNAME[@]}; i++)); do
+                [ "${BASH_SOURCE[$i]}" = "${BASH_SOURCE[0]}" ] && continue
+                where="$(basename "${BASH_SOURCE[$i]}"):${BASH_LINENO[$((i - 1))]}"
+                break
+        done
+        printf 'FAIL%s: %s\n' "${where:+ ($where)}" "$*" >&2
+        exit 1
+}
+
+# skip REASON: a missing prerequisite (exit 77), or a failure under FUSELOOP_TEST_STRICT=1.
+skip() {
+        if [ "${FUSELOOP_TEST_STRICT:-0}" = 1 ]; then
+                printf 'FAIL: missing prerequisite (FUSELOOP_TEST_STRICT=1): %s\n' "$*" >&2
+                exit 1
+        fi
+        printf 'SKIP: %s\n' "$*" >&2
+        exit 77
+}
+
+fl_on_err() {
+        printf 'ERROR: line %s of %s: command failed (status %s): %s\n' "$2" "$3" "$1" "$4" >&2
+}
+trap 'fl_on_err $? $LINENO "$(basename "${BASH_SOURCE[0]}")" "$BASH_COMMAND"' ERR
+
+# ------------------------------------------------------------- asserts --
+
+assert_eq() { # EXPECTED ACTUAL [WHAT]
+        [ "$1" = "$2" ] || fail "${3:-value}: expected '$1', got '$2'"
+}
+
+assert_ne() { # UNEXPECTED ACTUAL [WHAT]
+        [ "$1" != "$2" ] || fail "${3:-value}: must not be '$1'"
+}
+
+assert_match() { # EXTENDED-REGEX STRING [WHAT]
+        [[ $2 =~ $1 ]] || fail "${3:-value}: '$2' does not match /$1/"
+}
+
+assert_no_match() { # EXTENDED-REGEX STRING [WHAT]
+        [[ ! $2 =~ $1 ]] || fail "${3:-value}: '$2' must not match /$1/"
+}
+
+assert_contains() { # TEXT SUBSTRING [WHAT]
+        [[ $1 == *"$2"* ]] || fail "${3:-output} does not contain '$2':"$'\n'"$1"
+}
+
+# expect_error ERROR COMMAND...: COMMAND must fail and its output (stdout and stderr) must name
+# the error: ERROR is a full D-Bus error name or a short one (Busy, NotFound, ...) taken as
+# org.proxmox.FuseLoop1.Error.ERROR. The output is left in $ERR_OUT.
+expect_error() {
+        local want=$1 rc=0
+
+        shift
+        case $want in
+        *.*) ;;
+        *) want=$FL_ERR.$want ;;
+        esac
+        ERR_OUT=$("$@" 2>&1) || rc=$?
+        [ "$rc" -ne 0 ] || fail "expected '$*' to fail with $want, but it succeeded: $ERR_OUT"
+        [[ $ERR_OUT == *"$want"* ]] ||
+                fail "expected '$*' to fail with $want, got status $rc: $ERR_OUT"
+        log "failed as expected with $want: $ERR_OUT"
+}
+
+# expect_failure REGEX COMMAND...: COMMAND must fail and its output match REGEX
+# (case-insensitive extended regex). The output is left in $ERR_OUT.
+expect_failure() {
+        local re=$1 rc=0
+
+        shift
+        ERR_OUT=$("$@" 2>&1) || rc=$?
+        [ "$rc" -ne 0 ] || fail "expected '$*' to fail, but it succeeded: $ERR_OUT"
+        grep -Eqi -- "$re" <<<"$ERR_OUT" ||
+                fail "'$*' failed (status $rc) but its output does not match /$re/: $ERR_OUT"
+        log "failed as expected (status $rc): $ERR_OUT"
+}
+
+# ---------------------------------------------------------------- waits --
+
+now_ms() {
+        local t=${EPOCHREALTIME//[.,]/}
+
+        echo $((t / 1000))
+}
+
+# wait_until SECONDS COMMAND...: polls COMMAND every 0.1 s until it succeeds; returns 1 after
+# the deadline.
+wait_until() {
+        local deadline
+
+        deadline=$(($(now_ms) + $1 * 1000))
+        shift
+        until "$@" >/dev/null 2>&1; do
+                [ "$(now_ms)" -lt "$deadline" ] || return 1
+                sleep 0.1
+        done
+}
+
+# wait_for SECONDS DESCRIPTION COMMAND...: like wait_until, but fails the test on timeout.
+wait_for() {
+        local secs=$1 desc=$2 start
+
+        shift 2
+        start=$(now_ms)
+        wait_until "$secs" "$@" || fail "timed out after ${secs}s waiting for $desc"
+        log "waited $(($(now_ms) - start)) ms for $desc"
+}
+
+alive() { [ -e "/proc/$1" ] && [ "$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null)" != Z ]; }
+not_alive() { ! alive "$1"; }
+
+starttime() {
+        local stat f
+
+        stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+        read -r -a f <<<"${stat##*) }"
+        printf '%s\n' "${f[19]}"
+}
+
+# ------------------------------------------------------------------ bus --
+
+busctl_() { busctl --system --auto-start=no --timeout=120 "$@"; }
+
+has_owner() {
+        busctl_ call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
+                NameHasOwner s "$FL_BUS" 2>/dev/null | grep -q '^b true$'
+}
+no_owner() { ! has_owner; }
+
+owner_pid() {
+        busctl_ call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
+                GetConnectionUnixProcessID s "$FL_BUS" 2>/dev/null | awk '{print $2}'
+}
+
+# bus_path_encode NAME: sd_bus_path_encode() of one label ([A-Za-z0-9] kept, a leading digit
+# and everything else as _xx).
+bus_path_encode() {
+        local s=$1 out="" i c
+
+        [ -n "$s" ] || { echo _; return; }
+        for ((i = 0; i < ${#s}; i++)); do
+                c=${s:i:1}
+                if [[ $c == [A-Za-z] ]] || { [ "$i" -gt 0 ] && [[ $c == [0-9] ]]; }; then
+                        out+=$c
+                else
+                        out+=$(printf '_%02x' "'$c")
+                fi
+        done
+        echo "$out"
+}
+
+mapping_path() { echo "$FL_PATH/mapping/$(bus_path_encode "$1")"; }
+
+flbus() { "$PYTHON" "$FL_LIB_DIR/flbus.py" "$@"; }
+
+# get_prop NAME PROPERTY: prints one property of a mapping object, without type and quotes.
+get_prop() {
+        local out
+
+        out=$(busctl_ get-property "$FL_BUS" "$(mapping_path "$1")" "$FL_MAPPING_IFACE" "$2") ||
+                fail "could not read property $2 of mapping '$1'"
+        out=${out#* }
+        out=${out#\"}
+        out=${out%\"}
+        echo "$out"
+}
+
+# list_names: the names of all mappings, one a line (from List()).
+list_names() { flbus list | cut -f1; }
+
+# list_row NAME: the List() row of NAME (tab-separated), or nothing.
+list_row() { flbus list | awk -F'\t' -v n="$1" '$1 == n'; }
+
+mapping_listed() { [ -n "$(list_row "$1")" ]; }
+mapping_not_listed() { [ -z "$(list_row "$1")" ]; }
+
+# ------------------------------------------------------------- monitor --
+
+# start_monitor: records MappingAdded/MappingRemoved signals in $FL_MONITOR_LOG from now on.
+start_monitor() {
+        [ -z "$FL_MONITOR_PID" ] || fail "monitor already running"
+        FL_MONITOR_LOG=$FL_TMP/signals.log
+        : >"$FL_MONITOR_LOG"
+        "$PYTHON" -u "$FL_LIB_DIR/flbus.py" monitor >>"$FL_MONITOR_LOG" 2>&1 8>&- &
+        FL_MONITOR_PID=$!
+        if ! wait_until 10 grep -q '^READY$' "$FL_MONITOR_LOG"; then
+                cat "$FL_MONITOR_LOG"
+                fail "signal monitor did not become ready"
+        fi
+}
+
+# wait_signal SECONDS REGEX: waits until a recorded signal line matches REGEX (extended).
+wait_signal() {
+        if ! wait_until "$1" grep -Eq -- "$2" "$FL_MONITOR_LOG"; then
+                log "signals seen:"
+                cat "$FL_MONITOR_LOG"
+                fail "no signal matching /$2/ within $1 s"
+        fi
+        log "signal: $(grep -E -- "$2" "$FL_MONITOR_LOG" | head -n 1)"
+}
+
+stop_monitor() {
+        [ -n "$FL_MONITOR_PID" ] || return 0
+        kill "$FL_MONITOR_PID" 2>/dev/null || true
+        wait "$FL_MONITOR_PID" 2>/dev/null || true
+        FL_MONITOR_PID=
+}
+
+# -------------------------------------------------------------- daemon --
+
+# start_daemon: starts the daemon under test in the background and waits (10 s at
+# most) until it owns the bus name. Fails, with its log, if it exits meanwhile.
+start_daemon() {
+        local pid st owner deadline
+
+        if has_owner; then
+                owner=$(owner_pid)
+                fail "$FL_BUS is already owned by pid $owner ($(tr '\0' ' ' <"/proc/$owner/cmdline" 2>/dev/null)); not started by this test"
+        fi
+        printf '\n===== %s: starting %s --run-dir %s --log-level debug\n' \
+                "$(date +%T.%3N)" "$FUSELOOPD" "$FL_RUN_DIR" >>"$FL_DAEMON_LOG"
+        env -u NOTIFY_SOCKET -u LISTEN_FDS -u LISTEN_PID -u LISTEN_FDNAMES \
+                "$FUSELOOPD" --run-dir "$FL_RUN_DIR" --log-level debug \
+                </dev/null >>"$FL_DAEMON_LOG" 2>&1 8>&- &
+        pid=$!
+        FL_DAEMON_PID=$pid
+        printf '%s %s\n' "$pid" "$(starttime "$pid" || echo 0)" >"$FL_DAEMON_RECORD"
+        deadline=$(($(now_ms) + 10000))
+        while :; do
+                if ! alive "$pid"; then
+                        st=0
+                        wait "$pid" || st=$?
+                        FL_DAEMON_PID=
+                        rm -f "$FL_DAEMON_RECORD"
+                        fail "fuseloopd exited with status $st during start-up"
+                fi
+                if has_owner; then
+                        owner=$(owner_pid)
+                        [ "$owner" = "$pid" ] ||
+                                fail "$FL_BUS is owned by pid $owner, not by the daemon we started ($pid)"
+                        break
+                fi
+                [ "$(now_ms)" -lt "$deadline" ] ||
+                        fail "fuseloopd (pid $pid) did not own $FL_BUS within 10 s"
+                sleep 0.1
+        done
+        log "fuseloopd running as pid $pid"
+}
+
+# fl_stop_daemon SIGNAL SECONDS: sends SIGNAL to the daemon we started and waits for its exit
+# (SECONDS at most; then SIGKILL). Sets $FL_DAEMON_STATUS. Returns 1 (after a message) if it had
+# to be killed. Never exits, so that the cleanup can use it.
+fl_stop_daemon() {
+        local sig=$1 secs=$2 pid=$FL_DAEMON_PID rc=0
+
+        if alive "$pid"; then
+                kill -"$sig" "$pid" 2>/dev/null || log "could not send SIG$sig to fuseloopd (pid $pid)"
+        fi
+        if ! wait_until "$secs" not_alive "$pid"; then
+                log "fuseloopd (pid $pid) did not exit within ${secs}s of SIG$sig, sending SIGKILL"
+                kill -KILL "$pid" 2>/dev/null || true
+                rc=1
+        fi
+        FL_DAEMON_STATUS=0
+        wait "$pid" 2>/dev/null || FL_DAEMON_STATUS=$?
+        FL_DAEMON_PID=
+        rm -f "$FL_DAEMON_RECORD"
+        log "fuseloopd (pid $pid) exited with status $FL_DAEMON_STATUS after SIG$sig"
+        return "$rc"
+}
+
+# stop_daemon [SIGNAL [SECONDS]]: sends SIGNAL (default TERM) to the daemon we started, waits for
+# its exit (30 s at most; then SIGKILL and fail) and leaves its exit status in
+# $FL_DAEMON_STATUS. After SIGTERM, it also checks that the daemon released its name and left
+# nothing behind in the run directory. SIGKILL skips those checks.
+stop_daemon() {
+        local sig=${1:-TERM} secs=${2:-30}
+
+        [ -n "$FL_DAEMON_PID" ] || fail "stop_daemon: no daemon started"
+        fl_stop_daemon "$sig" "$secs" || fail "fuseloopd did not exit within ${secs}s of SIG$sig (killed)"
+        [ "$sig" != KILL ] && [ "$sig" != 9 ] || return 0
+        wait_for 5 "release of $FL_BUS" no_owner
+        assert_run_dir_clean
+}
+
+# ------------------------------------------------------- devices, mounts --
+
+# loop_devices_backed_by_run_dir: "DEVICE BACKING-FILE" of every loop device whose backing file
+# is in the test run directory.
+loop_devices_backed_by_run_dir() {
+        losetup -l -n --raw -O NAME,BACK-FILE 2>/dev/null |
+                awk -v d="$FL_RUN_DIR/" 'index($2, d) == 1 { print $1, $2 }'
+}
+
+# mounts_under PREFIX: mount points that start with PREFIX (from /proc/self/mountinfo).
+mounts_under() {
+        awk -v p="$1" 'index($5, p) == 1 { print $5 }' /proc/self/mountinfo
+}
+
+# backing_file DEVICE: the loop device's backing file as sysfs reports it.
+backing_file() {
+        local n=${1#/dev/}
+
+        cat "/sys/block/$n/loop/backing_file" 2>/dev/null || true
+}
+
+# assert_run_dir_clean: no loop device backed by, no mount in and no file in the run directory.
+assert_run_dir_clean() {
+        local loops mounts files
+
+        loops=$(loop_devices_backed_by_run_dir)
+        mounts=$(mounts_under "$FL_RUN_DIR/")
+        files=$(find "$FL_RUN_DIR" -mindepth 1 -maxdepth 1 2>/dev/null || true)
+        [ -z "$loops$mounts$files" ] ||
+                fail "left behind in $FL_RUN_DIR: loop devices: [${loops//$'\n'/, }] mounts: [${mounts//$'\n'/, }] files: [${files//$'\n'/, }]"
+}
+
+# assert_nothing_left NAME: no loop device backed by, no mount on and no file at
+# $FL_RUN_DIR/NAME; and (if our daemon runs) NAME is neither listed nor has a bus object.
+assert_nothing_left() {
+        local name=$1 back=$FL_RUN_DIR/$1 loops path
+
+        loops=$(losetup -l -n --raw -O NAME,BACK-FILE 2>/dev/null |
+                awk -v b="$back" '$2 == b || index($2, b " ") == 1 || index($2, b "\\x20") == 1 { print $1 }')
+        [ -z "$loops" ] || fail "'$name': loop device(s) still attached to $back: $loops"
+        ! awk -v p="$back" '$5 == p { found = 1 } END { exit !found }' /proc/self/mountinfo ||
+                fail "'$name': $back is still mounted"
+        if [ -e "$back" ] || [ -L "$back" ]; then
+                fail "'$name': $back still exists"
+        fi
+        if [ -n "$FL_DAEMON_PID" ]; then
+                mapping_not_listed "$name" || fail "'$name' is still listed: $(list_row "$name")"
+                path=$(mapping_path "$name")
+                ! busctl_ tree --list "$FL_BUS" 2>/dev/null | grep -qxF -- "$path" ||
+                        fail "'$name': bus object $path still exists"
+        fi
+}
+
+# assert_nothing_mapped: List() is empty, no mapping objects, run directory clean.
+assert_nothing_mapped() {
+        local names objs
+
+        assert_run_dir_clean
+        [ -n "$FL_DAEMON_PID" ] || return 0
+        names=$(list_names)
+        [ -z "$names" ] || fail "mappings listed: $names"
+        objs=$(busctl_ tree --list "$FL_BUS" | grep "^$FL_PATH/mapping/" || true)
+        [ -z "$objs" ] || fail "mapping objects on the bus: $objs"
+}
+
+# mount_ro DEVICE MOUNTPOINT [FSTYPE]: mounts read-only and remembers it for cleanup.
+mount_ro() {
+        mkdir -p "$2"
+        mount -o ro ${3:+-t "$3"} "$1" "$2" || fail "mount -o ro $1 $2 failed"
+        FL_MOUNTS+=("$2")
+        log "mounted $1 on $2 ($(findmnt -n -o FSTYPE,OPTIONS --mountpoint "$2"))"
+}
+
+umount_tracked() { # MOUNTPOINT
+        local i
+
+        umount "$1" || fail "umount $1 failed"
+        for i in "${!FL_MOUNTS[@]}"; do
+                [ "${FL_MOUNTS[$i]}" != "$1" ] || unset 'FL_MOUNTS[i]'
+        done
+        log "unmounted $1"
+}
+
+# drop_caches: drops clean page cache so that following reads really reach the loop device
+# and the daemon (harmless for other users of the machine: clean pages only).
+drop_caches() {
+        sync
+        echo 3 >/proc/sys/vm/drop_caches
+}
+
+# loop_released DEVICE: the loop device has no backing file any more.
+loop_released() { [ -z "$(backing_file "$1")" ]; }
+
+is_block() { [ -b "$1" ]; }
+is_not_block() { [ ! -b "$1" ]; }
+
+# device_size DEVICE: size in bytes.
+device_size() { blockdev --getsize64 "$1"; }
+
+# ------------------------------------------------------------- the CLI --
+
+ctl() { "$FUSELOOPCTL" "$@"; }
+
+# ctl_map [OPTIONS] NAME SOURCE: maps with fuseloopctl and prints the device it reported
+# (the last line of its output, which must be /dev/loopN).
+ctl_map() {
+        local out dev
+
+        out=$("$FUSELOOPCTL" map "$@") || fail "fuseloopctl map $* failed (status $?): $out"
+        dev=$(tail -n 1 <<<"$out")
+        [[ $dev =~ ^/dev/loop[0-9]+$ ]] || fail "fuseloopctl map $* printed '$out', expected /dev/loopN"
+        log "fuseloopctl map $* -> $dev"
+        echo "$dev"
+}
+
+# busctl_map_uri NAME URI: MapURI through busctl; prints the device.
+busctl_map_uri() {
+        local out path dev
+
+        out=$(busctl_ call "$FL_BUS" "$FL_PATH" "$FL_IFACE" MapURI 'ssa{sv}' "$1" "$2" 0) ||
+                fail "busctl MapURI '$1' '$2' failed: $out"
+        # os "/org/proxmox/FuseLoop1/mapping/NAME" "/dev/loopN"
+        read -r _ path dev <<<"$out"
+        path=${path//\"/}
+        dev=${dev//\"/}
+        assert_eq "$(mapping_path "$1")" "$path" "object path returned by MapURI('$1')"
+        [[ $dev =~ ^/dev/loop[0-9]+$ ]] || fail "MapURI returned device '$dev'"
+        log "busctl MapURI $1 $2 -> $path $dev"
+        echo "$dev"
+}
+
+# ---------------------------------------------------------------- data --
+
+# make_tree DIR: files of awkward sizes with random content, including a subdirectory tree.
+# About 3.4 MiB.
+make_tree() {
+        local dir=$1 s
+
+        mkdir -p "$dir/sub/deeper"
+        for s in 0 1 511 512 4095 4096 4097 12345 65536 131073 1048583 2097151; do
+                head -c "$s" /dev/urandom >"$dir/file-$s"
+        done
+        head -c 3000 /dev/urandom >"$dir/sub/small.bin"
+        head -c 200000 /dev/urandom >"$dir/sub/deeper/medium.bin"
+        printf 'hello from %s\n' "$FL_TEST_NAME" >"$dir/sub/deeper/hello.txt"
+}
+
+# check_tree MOUNTPOINT DIR: the same names below both, and every file's sha256 equal.
+check_tree() {
+        local mnt=$1 dir=$2 a b n
+
+        a=$(cd "$dir" && find . -mindepth 1 \( -name lost+found -prune \) -o -print | sort)
+        b=$(cd "$mnt" && find . -mindepth 1 \( -name lost+found -prune \) -o -print | sort)
+        [ "$a" = "$b" ] ||
+                fail "files in $mnt differ from $dir:"$'\n'"$(diff <(echo "$a") <(echo "$b") || true)"
+        (cd "$dir" && find . -type f -print0 | sort -z | xargs -0 sha256sum) >"$FL_TMP/expected.sha256"
+        n=$(wc -l <"$FL_TMP/expected.sha256")
+        [ "$n" -gt 0 ] || fail "check_tree: no files in $dir"
+        (cd "$mnt" && sha256sum --quiet -c "$FL_TMP/expected.sha256") ||
+                fail "content of files in $mnt differs from $dir"
+        log "check_tree: all $n files in $mnt match $dir"
+}
+
+# mkext4 IMAGE SIZE DIR: an ext4 image of SIZE (e.g. 16M) filled with the files of DIR.
+mkext4() {
+        rm -f "$1"
+        truncate -s "$2" "$1"
+        mke2fs -F -q -t ext4 -E nodiscard -d "$3" "$1" >"$FL_TMP/mke2fs.log" 2>&1 ||
+                { cat "$FL_TMP/mke2fs.log"; fail "mke2fs of $1 failed"; }
+}
+
+# mkgpt IMAGE DIR1 DIR2: a GPT image (27 MiB) with two partitions, made without any loop
+# device: p1 "one" (ext4 with the files of DIR1, mke2fs -E offset=), p2 "two" (squashfs with the
+# files of DIR2, written into place with dd; squashfs rather than vfat because not every kernel
+# has vfat, while a read-only image is what squashfs is for).
+# Sets FL_P1_OFFSET, FL_P1_SIZE, FL_P2_OFFSET, FL_P2_SIZE (bytes).
+mkgpt() {
+        local img=$1 d1=$2 d2=$3 json sq=$FL_TMP/p2.squashfs
+
+        FL_P1_OFFSET=$((1 << 20))
+        FL_P1_SIZE=$((12 << 20))
+        FL_P2_OFFSET=$((13 << 20))
+        FL_P2_SIZE=$((12 << 20))
+        rm -f "$img" "$sq"
+        truncate -s 27M "$img"
+        sfdisk -q "$img" >"$FL_TMP/sfdisk.log" 2>&1 <<EOF || { cat "$FL_TMP/sfdisk.log"; fail "sfdisk failed"; }
+label: gpt
+start=$((FL_P1_OFFSET / 512)), size=$((FL_P1_SIZE / 512)), type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name="one"
+start=$((FL_P2_OFFSET / 512)), size=$((FL_P2_SIZE / 512)), type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name="two"
+EOF
+        json=$(sfdisk -J "$img")
+        assert_eq "$((FL_P1_OFFSET / 512)) $((FL_P1_SIZE / 512)) $((FL_P2_OFFSET / 512)) $((FL_P2_SIZE / 512))" \
+                "$("$PYTHON" -c 'import json,sys; p=json.load(sys.stdin)["partitiontable"]["partitions"]; print(*[v for q in p for v in (q["start"], q["size"])])' <<<"$json")" \
+                "partition table of $img"
+        mke2fs -F -q -t ext4 -E "offset=$FL_P1_OFFSET,nodiscard" -d "$d1" "$img" "$((FL_P1_SIZE / 1024))k" \
+                >"$FL_TMP/mke2fs.log" 2>&1 || { cat "$FL_TMP/mke2fs.log"; fail "mke2fs on partition 1 failed"; }
+        mksquashfs "$d2" "$sq" -noappend -no-progress >"$FL_TMP/mksquashfs.log" 2>&1 ||
+                { cat "$FL_TMP/mksquashfs.log"; fail "mksquashfs failed"; }
+        [ "$(stat -c %s "$sq")" -le "$FL_P2_SIZE" ] || fail "the squashfs image does not fit partition 2"
+        dd if="$sq" of="$img" bs=512 seek=$((FL_P2_OFFSET / 512)) conv=notrunc status=none
+        # Neither file system may have touched the partition table or the image size.
+        assert_eq "$json" "$(sfdisk -J "$img")" "partition table after making the file systems"
+        assert_eq $((27 << 20)) "$(stat -c %s "$img")" "size of $img"
+}
+
+sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
+
+# sha256_direct DEVICE: sha256 of the whole device read with O_DIRECT. Use it while a file
+# system is mounted from the device: a mounted ext4 changes metadata blocks in the device's page
+# cache (not on the device), so a buffered read then differs from the image.
+sha256_direct() { dd if="$1" iflag=direct bs=1M status=none | sha256sum | cut -d' ' -f1; }
+
+# sha256_head FILE BYTES
+sha256_head() { head -c "$2" "$1" | sha256sum | cut -d' ' -f1; }
+
+# ------------------------------------------------------------- cleanup --
+
+# fl_sweep: removes what a test (or a killed daemon) left in the test run directory and in
+# test temporary directories. Prints what it found; returns 1 if it found anything.
+fl_sweep() {
+        local found=0 dev back m
+
+        while read -r m; do
+                [ -n "$m" ] || continue
+                log "cleanup: unmounting leftover mount $m"
+                umount "$m" 2>/dev/null || umount -l "$m" || true
+                found=1
+        done < <(mounts_under "$FL_TMP_PREFIX" | sort -r)
+        while read -r dev back; do
+                [ -n "$dev" ] || continue
+                log "cleanup: detaching leftover loop device $dev (backing file $back)"
+                losetup -d "$dev" || true
+                found=1
+        done < <(loop_devices_backed_by_run_dir)
+        while read -r m; do
+                [ -n "$m" ] || continue
+                log "cleanup: unmounting leftover FUSE mount $m"
+                umount "$m" 2>/dev/null || umount -l "$m" || true
+                found=1
+        done < <(mounts_under "$FL_RUN_DIR/" | sort -r)
+        while read -r m; do
+                [ -n "$m" ] || continue
+                log "cleanup: removing leftover $m"
+                rm -rf --one-file-system "$m" || true
+                found=1
+        done < <(find "$FL_RUN_DIR" -mindepth 1 -maxdepth 1 2>/dev/null || true)
+        # Temporary directories of earlier tests that were killed before their cleanup.
+        for m in "$FL_TMP_PREFIX"*; do
+                if [ ! -d "$m" ] || [ "$m" = "$FL_TMP" ]; then continue; fi
+                [ -z "$(mounts_under "$m/")" ] || continue
+                log "cleanup: removing leftover temporary directory $m"
+                rm -rf --one-file-system "$m" || true
+        done
+        return "$found"
+}
+
+# A daemon that an earlier test started and that survived it (its test was killed): we know
+# it by the pid and start time we recorded, and nothing else is ever ended here.
+fl_stop_recorded_daemon() {
+        local pid st
+
+        [ -r "$FL_DAEMON_RECORD" ] || return 0
+        read -r pid st <"$FL_DAEMON_RECORD" || true
+        if [ -n "${pid:-}" ] && [ "$(starttime "$pid" 2>/dev/null)" = "$st" ]; then
+                log "cleanup: an earlier test's fuseloopd (pid $pid) still runs, sending SIGTERM"
+                kill -TERM "$pid" 2>/dev/null || true
+                if ! wait_until 30 not_alive "$pid"; then
+                        kill -KILL "$pid" 2>/dev/null || true
+                        wait_until 5 not_alive "$pid" || true
+                fi
+        fi
+        rm -f "$FL_DAEMON_RECORD"
+}
+
+fl_cleanup() {
+        local rc=$? i pid
+
+        trap - ERR
+        set +e
+        stop_monitor
+        for pid in "${FL_PIDS[@]}"; do
+                kill "$pid" 2>/dev/null
+                wait "$pid" 2>/dev/null
+        done
+        for ((i = ${#FL_MOUNTS[@]} - 1; i >= 0; i--)); do
+                [ -n "${FL_MOUNTS[$i]:-}" ] || continue
+                mountpoint -q "${FL_MOUNTS[$i]}" || continue
+                umount "${FL_MOUNTS[$i]}" 2>/dev/null || umount -l "${FL_MOUNTS[$i]}"
+        done
+        if [ -n "$FL_DAEMON_PID" ]; then
+                if ! fl_stop_daemon TERM 30; then
+                        echo "FAIL: fuseloopd did not stop on SIGTERM" >&2
+                        [ "$rc" -ne 0 ] || rc=1
+                elif [ "$FL_DAEMON_STATUS" -ne 0 ]; then
+                        echo "FAIL: fuseloopd exited with status $FL_DAEMON_STATUS on SIGTERM" >&2
+                        [ "$rc" -ne 0 ] || rc=1
+                fi
+        fi
+        if fl_sweep; then
+                :
+        elif [ "$rc" -eq 0 ]; then
+                echo "FAIL: the test left the above behind" >&2
+                rc=1
+        fi
+        if [ "$rc" -ne 0 ] && [ "$rc" -ne 77 ] && [ -s "$FL_DAEMON_LOG" ]; then
+                printf '\n----- daemon log (%s, last 400 lines) -----\n' "$FL_DAEMON_LOG"
+                tail -n 400 "$FL_DAEMON_LOG"
+                printf -- '----- end of daemon log -----\n'
+        fi
+        if [ "$rc" -ne 0 ] && [ "$rc" -ne 77 ] && [ -s "${FL_MONITOR_LOG:-}" ]; then
+                printf '\n----- signals seen -----\n'
+                cat "$FL_MONITOR_LOG"
+        fi
+        [ -z "$FL_TMP" ] || rm -rf --one-file-system "$FL_TMP"
+        case $rc in
+        0) echo "PASS: $FL_TEST_NAME" ;;
+        77) ;;
+        *) echo "FAIL: $FL_TEST_NAME (status $rc)" ;;
+        esac
+        exit "$rc"
+}
+
+# ---------------------------------------------------------------- init --
+
+fl_init() {
+        local t
+
+        [ "$(id -u)" = 0 ] || skip "needs root"
+        [ -c /dev/fuse ] || skip "no /dev/fuse"
+        [ -c /dev/loop-control ] || skip "no /dev/loop-control"
+        for t in busctl losetup blockdev mke2fs sfdisk mksquashfs findmnt mountpoint sha256sum udevadm \
+                flock "$PYTHON"; do
+                command -v "$t" >/dev/null || skip "$t is not installed"
+        done
+        "$PYTHON" -c 'import dbus, dbus.mainloop.glib; from gi.repository import GLib' 2>/dev/null ||
+                skip "$PYTHON lacks python3-dbus or python3-gi"
+        [ -x "$FUSELOOPD" ] || skip "no daemon at $FUSELOOPD"
+        [ -x "$FUSELOOPCTL" ] || skip "no client at $FUSELOOPCTL"
+        busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus GetId \
+                >/dev/null 2>&1 || skip "no system bus (start it with tests/lib/services.sh start)"
+        [ -e /usr/share/dbus-1/system.d/org.proxmox.FuseLoop1.conf ] ||
+                [ -e /etc/dbus-1/system.d/org.proxmox.FuseLoop1.conf ] ||
+                skip "bus policy org.proxmox.FuseLoop1.conf is not installed (meson install, then reload the bus)"
+        busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
+                NameHasOwner s org.freedesktop.PolicyKit1 2>/dev/null | grep -q 'b true' ||
+                skip "polkitd does not run (tests/lib/services.sh start)"
+        udevadm control --ping --timeout=2 >/dev/null 2>&1 ||
+                skip "systemd-udevd does not run (tests/lib/services.sh start)"
+
+        # fd 8 holds the global lock; every long-lived child is started with 8>&-.
+        exec 8>"$FL_LOCK_FILE"
+        if ! flock -n 8; then
+                log "waiting for the test lock $FL_LOCK_FILE"
+                flock -w 1200 8 || fail "could not take $FL_LOCK_FILE within 20 minutes"
+        fi
+        FL_TMP=$(mktemp -d "${FL_TMP_PREFIX}${FL_TEST_NAME}.XXXXXX")
+        FL_DAEMON_LOG=$FL_TMP/fuseloopd.log
+        : >"$FL_DAEMON_LOG"
+        trap fl_cleanup EXIT
+        trap 'exit 143' TERM
+        trap 'exit 130' INT
+
+        fl_stop_recorded_daemon
+        if has_owner; then
+                t=$(owner_pid)
+                fail "$FL_BUS is owned by pid $t ($(tr '\0' ' ' <"/proc/$t/cmdline" 2>/dev/null)), which no test started; stop it first"
+        fi
+        if fl_sweep; then
+                log "cleanup: $FL_RUN_DIR and $FL_TMP_PREFIX* were clean"
+        else
+                log "cleanup: removed leftovers of an earlier run (above)"
+        fi
+        step "$FL_TEST_NAME (temporary directory $FL_TMP)"
+}
+
+fl_init

@@ -1,0 +1,148 @@
+/* Unit tests for Map and Unmap option validation (src/daemon/options.c). */
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "bus-names.h"
+#include "options.h"
+#include "tests.h"
+
+static int set_t(MapOptions *o, const char *key, uint64_t v, char *err, size_t len) {
+        OptionValue ov = { .t = v };
+
+        return map_options_set(o, key, "t", &ov, err, len);
+}
+
+static void test_known_options(void) {
+        MapOptions o = MAP_OPTIONS_INIT;
+        OptionValue v;
+        char err[256];
+
+        CHECK_INT_EQ(set_t(&o, "offset", 4096, err, sizeof(err)), 0);
+        CHECK_INT_EQ(o.offset, 4096);
+        CHECK_INT_EQ(set_t(&o, "size", 8192, err, sizeof(err)), 0);
+        CHECK(o.size_set && o.size == 8192, "size %llu", (unsigned long long) o.size);
+
+        v = (OptionValue) { .b = 1 };
+        CHECK_INT_EQ(map_options_set(&o, "partition-scan", "b", &v, err, sizeof(err)), 0);
+        CHECK(o.partition_scan, "%s", "partition-scan not set");
+        CHECK_INT_EQ(map_options_set(&o, "direct-io", "b", &v, err, sizeof(err)), 0);
+        CHECK(o.direct_io, "%s", "direct-io not set");
+        CHECK_INT_EQ(map_options_set(&o, "bind-to-caller", "b", &v, err, sizeof(err)), 0);
+        CHECK(o.bind_to_caller, "%s", "bind-to-caller not set");
+
+        for (uint32_t ss = 512; ss <= 4096; ss *= 2) {
+                v = (OptionValue) { .u = ss };
+                CHECK_INT_EQ(map_options_set(&o, "sector-size", "u", &v, err, sizeof(err)), 0);
+                CHECK_INT_EQ(o.sector_size, ss);
+        }
+
+        v = (OptionValue) { .s = "raw" };
+        CHECK_INT_EQ(map_options_set(&o, "protocol", "s", &v, err, sizeof(err)), 0);
+        CHECK_STR_EQ(o.protocol, "raw");
+        v = (OptionValue) { .s = "export" };
+        CHECK_INT_EQ(map_options_set(&o, "export-name", "s", &v, err, sizeof(err)), 0);
+        CHECK_STR_EQ(o.export_name, "export");
+
+        map_options_done(&o);
+        CHECK(!o.protocol && !o.export_name, "%s", "strings not freed");
+}
+
+static void test_bad_options(void) {
+        MapOptions o = MAP_OPTIONS_INIT;
+        OptionValue v = { .s = "1G" };
+        char err[256];
+
+        CHECK_INT_EQ(map_options_set(&o, "colour", "s", &v, err, sizeof(err)), -EINVAL);
+        CHECK(strstr(err, "unknown option 'colour'"), "message '%s'", err);
+
+        CHECK_INT_EQ(map_options_set(&o, "size", "s", &v, err, sizeof(err)), -EINVAL);
+        CHECK(strstr(err, "'size' must be of type 't', not 's'"), "message '%s'", err);
+        CHECK_INT_EQ(map_options_set(&o, "size", "at", &v, err, sizeof(err)), -EINVAL);
+        CHECK_INT_EQ(map_options_set(&o, "partition-scan", "u", &v, err, sizeof(err)), -EINVAL);
+
+        CHECK_INT_EQ(set_t(&o, "size", 0, err, sizeof(err)), -EINVAL);
+        CHECK(strstr(err, "must not be zero"), "message '%s'", err);
+        CHECK(!o.size_set, "%s", "a refused size was kept");
+
+        v = (OptionValue) { .u = 3000 };
+        CHECK_INT_EQ(map_options_set(&o, "sector-size", "u", &v, err, sizeof(err)), -EINVAL);
+        CHECK(strstr(err, "3000"), "message '%s'", err);
+        CHECK_INT_EQ(o.sector_size, 512);
+
+        v = (OptionValue) { .s = "nbd" };
+        CHECK_INT_EQ(map_options_set(&o, "protocol", "s", &v, err, sizeof(err)), -EINVAL);
+        CHECK(strstr(err, "unsupported protocol 'nbd'"), "message '%s'", err);
+
+        map_options_done(&o);
+}
+
+static void test_resolve(void) {
+        MapOptions o = MAP_OPTIONS_INIT;
+        char err[256];
+
+        /* Default: everything after the offset. */
+        CHECK_INT_EQ(map_options_resolve(&o, 1 << 20, err, sizeof(err)), 0);
+        CHECK_INT_EQ(o.size, 1 << 20);
+
+        o = MAP_OPTIONS_INIT;
+        o.offset = 4096;
+        CHECK_INT_EQ(map_options_resolve(&o, 1 << 20, err, sizeof(err)), 0);
+        CHECK_INT_EQ(o.size, (1 << 20) - 4096);
+
+        /* An image that is not a multiple of 4096 maps whole. */
+        o = MAP_OPTIONS_INIT;
+        CHECK_INT_EQ(map_options_resolve(&o, (1 << 20) + 1234, err, sizeof(err)), 0);
+        CHECK_INT_EQ(o.size, (1 << 20) + 1234);
+
+        o = MAP_OPTIONS_INIT;
+        o.offset = 1 << 20;
+        CHECK_INT_EQ(map_options_resolve(&o, 1 << 20, err, sizeof(err)), -EINVAL);
+        CHECK(strstr(err, "beyond the end of the source"), "message '%s'", err);
+
+        o = MAP_OPTIONS_INIT;
+        o.offset = 1000;
+        CHECK_INT_EQ(map_options_resolve(&o, 1 << 20, err, sizeof(err)), -EINVAL);
+        CHECK(strstr(err, "multiple of 512"), "message '%s'", err);
+
+        o = MAP_OPTIONS_INIT;
+        o.offset = 4096;
+        o.size = 1 << 20;
+        o.size_set = true;
+        CHECK_INT_EQ(map_options_resolve(&o, 1 << 20, err, sizeof(err)), -EINVAL);
+        CHECK(strstr(err, "goes beyond the end"), "message '%s'", err);
+
+        /* offset + size overflowing 64 bits must not wrap into "fits". */
+        o = MAP_OPTIONS_INIT;
+        o.offset = 512;
+        o.size = UINT64_MAX - 100;
+        o.size_set = true;
+        CHECK_INT_EQ(map_options_resolve(&o, 1 << 20, err, sizeof(err)), -EINVAL);
+
+        o = MAP_OPTIONS_INIT;
+        o.sector_size = 4096;
+        o.size = 2048;
+        o.size_set = true;
+        CHECK_INT_EQ(map_options_resolve(&o, 1 << 20, err, sizeof(err)), -EINVAL);
+        CHECK(strstr(err, "smaller than one sector"), "message '%s'", err);
+}
+
+static void test_unmap_options(void) {
+        UnmapOptions o = {};
+        OptionValue v = { .b = 1 };
+        char err[256];
+
+        CHECK_INT_EQ(unmap_options_set(&o, "lazy", "b", &v, err, sizeof(err)), 0);
+        CHECK(o.lazy, "%s", "lazy not set");
+        CHECK_INT_EQ(unmap_options_set(&o, "lazy", "s", &v, err, sizeof(err)), -EINVAL);
+        CHECK_INT_EQ(unmap_options_set(&o, "force", "b", &v, err, sizeof(err)), -EINVAL);
+        CHECK(strstr(err, "unknown option 'force'"), "message '%s'", err);
+}
+
+int main(void) {
+        test_known_options();
+        test_bad_options();
+        test_resolve();
+        test_unmap_options();
+        return test_summary("test-options");
+}
