@@ -7,12 +7,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bus-auth.h"
 #include "bus-mapping.h"
 #include "bus-names.h"
 #include "log.h"
 #include "macro.h"
 #include "mapping.h"
 #include "util.h"
+
+/* Each mapping costs fds, a loop device and kernel memory: bound what callers can make us hold. */
+#define MAPPINGS_MAX 4096u
 
 /* Quotes at most this much of a bad input in an error message. */
 #define QUOTE_MAX 160
@@ -24,32 +28,9 @@ static int reply_invalid_name(sd_bus_error *error, const char *name) {
                                  QUOTE_MAX, name, strlen(name) > QUOTE_MAX ? "..." : "", FUSELOOP_NAME_MAX);
 }
 
-/* Authorizes a call that changes mappings and writes the caller's uid. Until polkit decides per
- * action, only root may change anything: a non-root caller could otherwise have the daemon open
- * any path as root (MapURI). Returns 0, or a negative value with error set. */
-int bus_authorize_change(sd_bus_message *msg, const char *what, uid_t *ret_uid, sd_bus_error *error) {
-        _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
-        uid_t uid;
-        int r;
-
-        r = sd_bus_query_sender_creds(msg, SD_BUS_CREDS_EUID, &creds);
-        if (r < 0)
-                return r;
-        r = sd_bus_creds_get_euid(creds, &uid);
-        if (r < 0)
-                return r;
-
-        if (uid != 0)
-                return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
-                                         "Permission denied: only root may %s.", what);
-        if (ret_uid)
-                *ret_uid = uid;
-        return 0;
-}
-
 /* Checks what Map and MapURI share, reads the options and creates the mapping. */
-static int map_common(Manager *manager, sd_bus_message *msg, const char *name, int fd, const char *uri_path,
-                      const char *what, sd_bus_error *error) {
+static int map_common(Manager *manager, sd_bus_message *msg, sd_bus_message_handler_t handler, const char *name,
+                      int fd, const char *uri_path, const char *what, sd_bus_error *error) {
         _cleanup_(map_options_done) MapOptions o = MAP_OPTIONS_INIT;
         _cleanup_(closep) int dfd = -EBADF;
         Mapping *m, *existing;
@@ -63,12 +44,16 @@ static int map_common(Manager *manager, sd_bus_message *msg, const char *name, i
         if (r < 0)
                 return r;
 
-        r = bus_authorize_change(msg, what, &uid, error);
-        if (r < 0)
-                return r;
+        r = bus_authorize(manager, msg, what, handler, manager, &uid, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
 
         if (manager->shutting_down)
                 return sd_bus_error_set(error, FUSELOOP_ERROR_SETUP_FAILED, "fuseloopd is shutting down.");
+
+        if (manager->n_mappings >= MAPPINGS_MAX)
+                return sd_bus_error_setf(error, FUSELOOP_ERROR_NO_FREE_LOOP,
+                                         "fuseloopd serves at most %u mappings; unmap one first.", MAPPINGS_MAX);
 
         existing = manager_find_mapping(manager, name);
         if (existing) {
@@ -105,7 +90,7 @@ static int method_map(sd_bus_message *msg, void *userdata, sd_bus_error *error) 
         if (r < 0)
                 return r;
 
-        return map_common(userdata, msg, name, fd, NULL, "map sources", error);
+        return map_common(userdata, msg, method_map, name, fd, NULL, "map sources", error);
 }
 
 /* Turns "file:///p%20q" (percent-decoded) or "/p q" (taken as it is) into an absolute path.
@@ -171,43 +156,66 @@ static int method_map_uri(sd_bus_message *msg, void *userdata, sd_bus_error *err
                 return sd_bus_error_setf(error, FUSELOOP_ERROR_INVALID_SOURCE,
                                          "Invalid source '%.*s': use an absolute path or file:///path.", QUOTE_MAX, uri);
 
-        return map_common(userdata, msg, name, -EBADF, path, "map paths opened by fuseloopd", error);
+        return map_common(userdata, msg, method_map_uri, name, -EBADF, path, "map paths opened by fuseloopd", error);
+}
+
+/* Unmaps what (a name or "/dev/loopN"); handler is the method to run again after authorization. */
+static int unmap_common(Manager *manager, sd_bus_message *msg, sd_bus_message_handler_t handler, const char *what,
+                        sd_bus_error *error) {
+        UnmapOptions o = {};
+        bool by_device;
+        Mapping *m;
+        int r;
+
+        r = bus_read_options(msg, (OptionSetter) unmap_options_set, &o, error);
+        if (r < 0)
+                return r;
+
+        by_device = startswith(what, "/dev/");
+        if (!by_device && !mapping_name_is_valid(what))
+                return reply_invalid_name(error, what);
+
+        r = bus_authorize(manager, msg, "unmap", handler, manager, NULL, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+
+        m = by_device ? manager_find_mapping_by_device(manager, what) : manager_find_mapping(manager, what);
+        if (!m) {
+                if (by_device)
+                        return sd_bus_error_setf(error, FUSELOOP_ERROR_NOT_FOUND, "No mapping uses '%.*s'.", QUOTE_MAX,
+                                                 what);
+                return sd_bus_error_setf(error, FUSELOOP_ERROR_NOT_FOUND, "No mapping named '%s'.", what);
+        }
+
+        mapping_unmap(m, o.lazy, msg, FUSELOOP_REASON_UNMAPPED);
+        return 1;
 }
 
 static int method_unmap(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
-        Manager *manager = userdata;
-        UnmapOptions o = {};
         const char *what;
-        Mapping *m;
         int r;
 
         r = sd_bus_message_read(msg, "s", &what);
         if (r < 0)
                 return r;
 
-        r = bus_read_options(msg, (OptionSetter) unmap_options_set, &o, error);
+        return unmap_common(userdata, msg, method_unmap, what, error);
+}
+
+int bus_method_object_unmap(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(freep) char *name = NULL;
+        int r;
+
+        /* The mapping is named by the object path, so this also works when it runs again after
+         * authorization, by which time the mapping may be gone. */
+        r = sd_bus_path_decode(sd_bus_message_get_path(msg), FUSELOOP_MAPPING_PATH_PREFIX, &name);
         if (r < 0)
                 return r;
+        if (r == 0)
+                return sd_bus_error_setf(error, FUSELOOP_ERROR_NOT_FOUND, "No mapping at '%s'.",
+                                         sd_bus_message_get_path(msg));
 
-        r = bus_authorize_change(msg, "unmap", NULL, error);
-        if (r < 0)
-                return r;
-
-        if (startswith(what, "/dev/")) {
-                m = manager_find_mapping_by_device(manager, what);
-                if (!m)
-                        return sd_bus_error_setf(error, FUSELOOP_ERROR_NOT_FOUND, "No mapping uses '%.*s'.", QUOTE_MAX,
-                                                 what);
-        } else {
-                if (!mapping_name_is_valid(what))
-                        return reply_invalid_name(error, what);
-                m = manager_find_mapping(manager, what);
-                if (!m)
-                        return sd_bus_error_setf(error, FUSELOOP_ERROR_NOT_FOUND, "No mapping named '%s'.", what);
-        }
-
-        mapping_unmap(m, o.lazy, msg, FUSELOOP_REASON_UNMAPPED);
-        return 1;
+        return unmap_common(userdata, msg, bus_method_object_unmap, name, error);
 }
 
 static int method_list(sd_bus_message *msg, void *userdata, sd_bus_error *error _unused_) {
@@ -231,7 +239,7 @@ static int method_list(sd_bus_message *msg, void *userdata, sd_bus_error *error 
 
                 r = sd_bus_message_append(reply, "(sossts)", m->name, m->object_path, mapping_device(m, dev, sizeof(dev)),
                                           mapping_state_to_string(m->state), m->options.size,
-                                          m->source ? m->source->description : "");
+                                          m->source_description ?: "");
                 if (r < 0)
                         return r;
         }

@@ -147,7 +147,7 @@ static int property_get_source(sd_bus *bus _unused_, const char *path _unused_, 
                                sd_bus_error *error _unused_) {
         Mapping *m = userdata;
 
-        return sd_bus_message_append(reply, "s", m->source ? m->source->description : "");
+        return sd_bus_message_append(reply, "s", m->source_description ?: "");
 }
 
 static int property_get_state(sd_bus *bus _unused_, const char *path _unused_, const char *interface _unused_,
@@ -175,19 +175,8 @@ static int property_get_counter(sd_bus *bus _unused_, const char *path _unused_,
 
 static int method_mapping_unmap(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Mapping *m = userdata;
-        UnmapOptions o = {};
-        int r;
 
-        r = bus_read_options(msg, (OptionSetter) unmap_options_set, &o, error);
-        if (r < 0)
-                return r;
-
-        r = bus_authorize_change(msg, "unmap", NULL, error);
-        if (r < 0)
-                return r;
-
-        mapping_unmap(m, o.lazy, msg, FUSELOOP_REASON_UNMAPPED);
-        return 1;
+        return bus_method_object_unmap(msg, m->manager, error);
 }
 
 static const sd_bus_vtable mapping_vtable[] = {

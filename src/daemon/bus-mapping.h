@@ -15,6 +15,6 @@ typedef int (*OptionSetter)(void *o, const char *key, const char *type, const Op
                             char *errbuf, size_t errlen);
 int bus_read_options(sd_bus_message *msg, OptionSetter set, void *o, sd_bus_error *error);
 
-/* Authorizes a call that changes mappings (bus-manager.c) and writes the caller's uid. Returns
- * 0, or a negative value with error set (AccessDenied). */
-int bus_authorize_change(sd_bus_message *msg, const char *what, uid_t *ret_uid, sd_bus_error *error);
+/* Mapping.Unmap, run with the manager as userdata (bus-manager.c): finds the mapping by the
+ * message's object path. */
+int bus_method_object_unmap(sd_bus_message *msg, void *userdata, sd_bus_error *error);

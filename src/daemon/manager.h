@@ -22,6 +22,8 @@ typedef struct Manager {
         BlockMonitor *monitor;
         char *run_dir;
 
+        struct AuthQuery *auth_queries;  /* bus calls waiting for their authorization */
+
         Mapping *mappings;           /* all mappings, in creation order */
         unsigned n_mappings;
 
