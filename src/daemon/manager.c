@@ -7,6 +7,7 @@
 #include <string.h>
 #include <systemd/sd-daemon.h>
 
+#include "bus-auth.h"
 #include "bus-names.h"
 #include "log.h"
 #include "macro.h"
@@ -51,6 +52,7 @@ static int on_signal(sd_event_source *s _unused_, const struct signalfd_siginfo 
 }
 
 int manager_new(const char *run_dir, Manager **ret) {
+        char *canonical;
         Manager *m;
         sigset_t mask;
         int r;
@@ -107,6 +109,15 @@ int manager_new(const char *run_dir, Manager **ret) {
         if (r < 0)
                 goto fail;
 
+        /* The kernel names backing files by their canonical path; ours must compare equal. */
+        canonical = realpath(m->run_dir, NULL);
+        if (!canonical) {
+                r = log_error_errno(errno, "Failed to resolve the run directory '%s': %m", m->run_dir);
+                goto fail;
+        }
+        free(m->run_dir);
+        m->run_dir = canonical;
+
         *ret = m;
         return 0;
 
@@ -122,6 +133,7 @@ Manager *manager_free(Manager *m) {
         /* Mappings are gone by now (manager_run() returns only then), unless start-up failed
          * before any existed. */
         sd_event_source_disable_unref(m->reconnect_timer);
+        bus_auth_flush(m);
         sd_bus_flush_close_unref(m->bus);
         block_monitor_free(m->monitor);
         io_ring_free(m->ring);
@@ -155,7 +167,6 @@ static int on_reconnect_timer(sd_event_source *s _unused_, uint64_t usec _unused
                 return 0;
         }
 
-        log_notice("Reconnected to the system bus.");
         m->reconnect_attempt = 0;
         for (Mapping *i = m->mappings, *next; i; i = next) {
                 next = i->next;
@@ -177,6 +188,20 @@ static int on_bus_disconnected(sd_bus_message *msg _unused_, void *userdata, sd_
                                        on_reconnect_timer, m);
         if (r < 0)
                 log_error_errno(r, "Failed to arm the reconnect timer: %m");
+        return 0;
+}
+
+static int on_name_acquired(sd_bus_message *reply, void *userdata _unused_, sd_bus_error *error _unused_) {
+        const sd_bus_error *e = sd_bus_message_get_error(reply);
+        uint32_t ret = 0;
+
+        if (e)
+                log_error("Failed to take the bus name %s again after reconnecting: %s", FUSELOOP_BUS_NAME, e->message);
+        else if (sd_bus_message_read(reply, "u", &ret) < 0 || (ret != 1 && ret != 4))
+                log_error("Failed to take the bus name %s again after reconnecting: owned by someone else (%u).",
+                          FUSELOOP_BUS_NAME, ret);
+        else
+                log_notice("Reconnected to the system bus.");
         return 0;
 }
 
@@ -205,7 +230,15 @@ static int manager_connect_bus(Manager *m) {
         if (r < 0)
                 return r;
 
-        /* Blocking, but only towards dbus-daemon (never towards our own FUSE files). */
+        if (m->ready) {
+                /* Reconnecting while mappings are served: never wait for the bus. */
+                r = sd_bus_request_name_async(bus, NULL, FUSELOOP_BUS_NAME, 0, on_name_acquired, m);
+                if (r < 0)
+                        return log_debug_errno(r, "Failed to request the bus name %s: %m", FUSELOOP_BUS_NAME);
+                return 0;
+        }
+
+        /* At start-up nothing is served yet: waiting for dbus-daemon here is harmless. */
         r = sd_bus_request_name(bus, FUSELOOP_BUS_NAME, 0);
         if (r == -EEXIST)
                 return log_error_errno(r, "The bus name %s is owned by another process: is fuseloopd running already?",
@@ -304,14 +337,22 @@ void manager_update_status(Manager *m) {
                 return;
         }
 
-        len = (size_t) snprintf(status, sizeof(status), "STATUS=Shutting down, waiting for");
-        for (Mapping *i = m->mappings; i && len < sizeof(status) - 64; i = i->next) {
-                char dev[32];
+        /* Names are long (up to 128 bytes): list as many as fit, then count the rest. */
+        len = (size_t) snprintf(status, sizeof(status), "STATUS=Shutting down, waiting for %u mapping%s to be released:",
+                                m->n_mappings, m->n_mappings == 1 ? "" : "s");
+        for (Mapping *i = m->mappings; i; i = i->next) {
+                char dev[32], entry[192];
+                int n;
 
+                n = snprintf(entry, sizeof(entry), "%s '%s' (%s)", busy > 0 ? "," : "", i->name,
+                             mapping_device(i, dev, sizeof(dev))[0] ? dev : "no device");
+                if (n < 0 || len + (size_t) n >= sizeof(status) - 16)
+                        break;
+                memcpy(status + len, entry, (size_t) n + 1);
+                len += (size_t) n;
                 busy++;
-                len += (size_t) snprintf(status + len, sizeof(status) - len, "%s '%s' (%s)", busy > 1 ? "," : "",
-                                         i->name, mapping_device(i, dev, sizeof(dev))[0] ? dev : "no device");
         }
-        (void) snprintf(status + len, sizeof(status) - len, " to be released by its users.");
+        if (busy < m->n_mappings)
+                (void) snprintf(status + len, sizeof(status) - len, ", ...");
         (void) sd_notify(false, status);
 }

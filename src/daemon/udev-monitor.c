@@ -3,6 +3,8 @@
 #include <libudev.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -58,6 +60,18 @@ static int on_monitor_event(sd_event_source *s _unused_, int fd _unused_, uint32
         return 0;
 }
 
+/* True if a udevd answers on its control socket. The socket file alone is not enough: a killed
+ * udevd leaves it behind, and waiting for events from nobody would time out every Map. */
+static bool udevd_is_running(void) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX, .sun_path = "/run/udev/control" };
+        _cleanup_(closep) int fd = -EBADF;
+
+        fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0)
+                return false;
+        return connect(fd, (const struct sockaddr *) &sa, sizeof(sa)) >= 0 || errno == EAGAIN;
+}
+
 int block_monitor_new(sd_event *e, BlockEventHandler handler, void *userdata, BlockMonitor **ret) {
         BlockMonitor *m;
         int r;
@@ -74,8 +88,7 @@ int block_monitor_new(sd_event *e, BlockEventHandler handler, void *userdata, Bl
                 goto fail;
         }
 
-        /* udevd's control socket tells whether a udevd runs to send processed events. */
-        m->is_udev = access("/run/udev/control", F_OK) >= 0;
+        m->is_udev = udevd_is_running();
         if (!m->is_udev)
                 log_warning("systemd-udevd is not running: following kernel uevents instead; device symlinks and "
                             "udev properties will be missing.");
