@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <signal.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -181,6 +182,33 @@ static int append_map_options(sd_bus_message *m) {
         return sd_bus_message_close_container(m);
 }
 
+/* map --bind: the daemon unmaps the mapping when our bus connection closes, so keep it open until
+ * SIGINT, SIGTERM or SIGHUP. stdout is closed first, so that a reader of a pipe gets the device
+ * and end-of-file at once. */
+static int hold_until_signal(sd_bus *bus) {
+        sigset_t mask;
+        int sig, fd;
+
+        if (fflush(stdout) != 0)
+                return error_errno(errno, "failed to write the device: %m");
+        fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+        if (fd >= 0) {
+                (void) dup2(fd, STDOUT_FILENO);
+                (void) close(fd);
+        }
+
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGHUP);
+        if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0 || sigwait(&mask, &sig) != 0)
+                return error_errno(errno, "failed to wait for a signal: %m");
+
+        /* Closing the connection (on return) is what unmaps. */
+        (void) bus;
+        return 0;
+}
+
 /* map NAME SOURCE: opens SOURCE with our own credentials, hands the fd to Map and prints the
  * device path. The name goes through unchanged so users see the daemon's validation. */
 static int verb_map(char **args) {
@@ -222,7 +250,10 @@ static int verb_map(char **args) {
                 return bus_parse_error(r);
 
         printf("%s\n", device);
-        return 0;
+        if (!(arg_given & ARG_BIT(ARG_BIND)))
+                return 0;
+
+        return hold_until_signal(bus);
 }
 
 /* unmap NAME|/dev/loopN: the daemon resolves either form. */
@@ -583,7 +614,8 @@ static void help(void) {
                "     --size BYTES          map: map this many bytes (default: up to the end)\n"
                "     --sector-size N       map: logical sector size (512, 1024, 2048, 4096)\n"
                "     --direct-io=on|off    map: use direct I/O on the loop device\n"
-               "     --bind                map: unmap when this command's bus connection closes\n"
+               "     --bind                map: stay running after printing the device; the mapping\n"
+               "                           is unmapped when this command ends (SIGINT/SIGTERM)\n"
                "     --lazy                unmap: detach once the last user closes the device\n"
                "     --no-legend           list: omit the header line\n"
                "\n"

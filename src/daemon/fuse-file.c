@@ -269,6 +269,9 @@ static int on_fuse_io(sd_event_source *s _unused_, int fd _unused_, uint32_t rev
                 if (r <= 0 || fuse_session_exited(f->session)) {
                         /* 0 (ENODEV): unmounted; anything else: the connection is unusable. */
                         log_debug_errno(r, "Mapping '%s': FUSE session ended: %m", f->name);
+                        /* Reads taken in this batch still go out, so that they complete and the
+                         * session can drain. */
+                        source_flush(f->source);
                         fuse_file_stop(f);
                         if (f->gone)
                                 f->gone(f, f->gone_userdata);

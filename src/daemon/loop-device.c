@@ -27,6 +27,8 @@
 #include "util.h"
 
 #define ATTACH_ATTEMPTS 64
+/* About 30 s of 64 ms waits for the loop-control lock. */
+#define LOCK_ATTEMPTS 480
 
 int parse_devnum(const char *s, dev_t *ret) {
         char buf[64];
@@ -196,9 +198,17 @@ int loop_device_attach(const char *backing_path, uint32_t block_size, bool direc
                 return log_debug_errno(errno, "Failed to open /dev/loop-control: %m");
 
         /* LOOP_CTL_GET_FREE is a hint, not a reservation: serialise with other users that lock
-         * loop-control, and retry when someone else took the device between hint and use. */
-        if (flock(ctl, LOCK_EX) < 0)
-                return -errno;
+         * loop-control, and retry when someone else took the device between hint and use. A
+         * holder that never lets go must not keep this job forever. */
+        for (unsigned attempt = 0;; attempt++) {
+                if (flock(ctl, LOCK_EX | LOCK_NB) >= 0)
+                        break;
+                if (errno != EWOULDBLOCK && errno != EINTR)
+                        return -errno;
+                if (attempt >= LOCK_ATTEMPTS)
+                        return log_debug_errno(EBUSY, "/dev/loop-control stays locked by someone else");
+                sleep_backoff(attempt);
+        }
 
         cfg = (struct loop_config) {
                 .fd = (uint32_t) backing,

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <systemd/sd-bus.h>
 #include <time.h>
@@ -33,6 +34,8 @@
 #define UDEV_TIMEOUT_USEC (60ULL * 1000000ULL)
 /* How long a non-lazy Unmap waits for a passing opener (udev's probe, blkid) to close. */
 #define RELEASE_TIMEOUT_USEC (5ULL * 1000000ULL)
+/* How often a lazy detach looks at sysfs itself, should a udev event get lost. */
+#define RELEASE_RECHECK_USEC (5ULL * 1000000ULL)
 
 static const char *const mapping_state_table[_MAPPING_STATE_MAX] = {
         [MAPPING_ATTACHING] = "attaching",
@@ -78,6 +81,8 @@ static Mapping *mapping_free(Mapping *m) {
         source_free(m->source);
         (void) safe_close(m->job.source_fd);
         free(m->job.source_description);
+        source_free(m->job.source);
+        free(m->source_description);
         map_options_done(&m->options);
         free(m->wait_parts);
         free(m->caller);
@@ -210,12 +215,13 @@ static int job_open_source(void *userdata) {
         Mapping *m = userdata;
         char link[64], target[PATH_MAX];
         ssize_t n;
-        int r;
+        int fd, r;
 
         /* Runs on a worker: the source may be a file of our own (open, fstat and the size check
-         * can then need an answer from the loop thread). */
+         * can then need an answer from the loop thread). A path is looked at through O_PATH
+         * first: opening a FIFO would hang and opening some devices has side effects. */
         if (m->uri_path) {
-                m->job.source_fd = open(m->uri_path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+                m->job.source_fd = open(m->uri_path, O_PATH | O_CLOEXEC);
                 if (m->job.source_fd < 0) {
                         r = -errno;
                         (void) snprintf(m->job.error, sizeof(m->job.error), "cannot open '%s': %s",
@@ -224,7 +230,26 @@ static int job_open_source(void *userdata) {
                 }
         }
 
-        r = source_fd_check(m->job.source_fd, &m->job.source_size, m->job.error, sizeof(m->job.error));
+        r = source_fd_check(m->job.source_fd, !m->uri_path, m->job.error, sizeof(m->job.error));
+        if (r < 0)
+                return r;
+
+        /* Our own open file description: the caller's may carry O_DIRECT or O_NONBLOCK (which
+         * io_uring honours) and can be changed behind our back. Only a readable fd or a path we
+         * were asked to open gets here. */
+        (void) snprintf(link, sizeof(link), "/proc/self/fd/%i", m->job.source_fd);
+        fd = open(link, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0) {
+                r = -errno;
+                (void) snprintf(m->job.error, sizeof(m->job.error), "cannot open the source for reading: %s",
+                                strerror(-r));
+                return r;
+        }
+        (void) safe_close(m->job.source_fd);
+        m->job.source_fd = fd;
+
+        r = source_fd_get_size(fd, &m->job.source_size, &m->job.source_is_block, m->job.error,
+                               sizeof(m->job.error));
         if (r < 0)
                 return r;
 
@@ -255,10 +280,10 @@ static int job_mount(void *userdata) {
                 return r;
         }
         (void) close(fd);
+        m->job.run_file_created = true;
 
         r = fuse_file_mount(m->fuse);
         if (r < 0) {
-                (void) unlink(m->path);
                 (void) snprintf(m->job.error, sizeof(m->job.error), "cannot mount the FUSE file on '%s'", m->path);
                 return r;
         }
@@ -315,6 +340,12 @@ static void on_partscan_done(int result, void *userdata) {
 
 static void mapping_disk_ready(Mapping *m) {
         mapping_disarm_timer(m);
+        if (loop_device_is_bound(&m->loop, m->path) == 0) {
+                m->loop_attached = false;
+                mapping_fail(m, FUSELOOP_ERROR_SETUP_FAILED, "/dev/loop%i was detached by someone else during setup",
+                             m->loop.nr);
+                return;
+        }
         if (m->options.partition_scan)
                 mapping_run_job(m, STEP_PARTSCAN, job_partscan, on_partscan_done);
         else
@@ -403,7 +434,9 @@ static void on_source_open_done(int result, void *userdata) {
                 goto finish;
         }
 
-        r = source_fd_new(m->manager->ring, m->job.source_fd, m->job.source_size, m->job.source_description,
+        m->source_description = TAKE_PTR(m->job.source_description);
+        r = source_fd_new(m->manager->ring, m->job.source_fd, m->job.source_size, m->job.source_is_block,
+                          m->source_description,
                           &m->source);
         if (r < 0) {
                 mapping_fail(m, FUSELOOP_ERROR_SETUP_FAILED, "cannot set up the source: %s", strerror(-r));
@@ -517,7 +550,7 @@ static void mapping_activate(Mapping *m) {
         bus_mapping_emit_added(m);
 
         log_info("Mapping '%s': %s is active (source '%s', %" PRIu64 " bytes at offset %" PRIu64 ").", m->name,
-                 mapping_device(m, dev, sizeof(dev)), m->source->description, m->options.size, m->options.offset);
+                 mapping_device(m, dev, sizeof(dev)), m->source_description, m->options.size, m->options.offset);
 
         if (m->map_call) {
                 int r = sd_bus_reply_method_return(m->map_call, "os", m->object_path, dev);
@@ -590,11 +623,21 @@ static void mapping_finish(Mapping *m) {
 static int job_unmount(void *userdata) {
         Mapping *m = userdata;
 
-        /* Runs on a worker: a lazy unmount of our own FUSE file, then its mount point goes. */
+        /* Runs on a worker: a lazy unmount of our own FUSE file, then its mount point goes. libfuse
+         * skips the unmount when the connection was aborted, so unmount ourselves as well (EINVAL:
+         * nothing mounted there any more). The source is closed here too: it may be one of our own
+         * loop devices, whose last close flushes through our FUSE files. */
         if (m->fuse)
                 fuse_file_unmount(m->fuse);
+        m->job.source = source_free(m->job.source);
+        if (!m->job.run_file_created)
+                return 0;  /* never touch a file that is not ours */
+
+        if (umount2(m->path, MNT_DETACH | UMOUNT_NOFOLLOW) < 0 && errno != EINVAL && errno != ENOENT)
+                log_debug_errno(errno, "Failed to unmount '%s': %m", m->path);
         if (unlink(m->path) < 0 && errno != ENOENT)
                 return -errno;
+        m->job.run_file_created = false;
         return 0;
 }
 
@@ -637,6 +680,33 @@ static void mapping_released(Mapping *m) {
         mapping_teardown(m);
 }
 
+/* A refused or failed unmap leaves the mapping active again. A shutdown or a caller that left
+ * while the unmap was tried must not be forgotten: they unmap lazily now. */
+static void mapping_unmap_refused(Mapping *m, const char *error_name, const char *fmt, ...) _printf_(3, 4);
+
+static void mapping_unmap_refused(Mapping *m, const char *error_name, const char *fmt, ...) {
+        _cleanup_(freep) char *msg = NULL;
+        va_list ap;
+        int r;
+
+        va_start(ap, fmt);
+        r = vasprintf(&msg, fmt, ap);
+        va_end(ap);
+        if (r < 0)
+                msg = NULL;
+
+        mapping_disarm_timer(m);
+        m->step = STEP_NONE;
+        m->remove_reason = NULL;
+        mapping_set_state(m, MAPPING_ACTIVE);
+        mapping_reply_error(m, &m->unmap_call, error_name, "%s", msg ?: "out of memory");
+
+        if (m->manager->shutting_down)
+                mapping_unmap(m, true, NULL, FUSELOOP_REASON_SHUTDOWN);
+        else if (m->caller_gone)
+                mapping_unmap(m, true, NULL, FUSELOOP_REASON_CALLER_GONE);
+}
+
 static void on_cancel_autoclear_done(int result, void *userdata) {
         Mapping *m = userdata;
         char dev[32];
@@ -648,11 +718,9 @@ static void on_cancel_autoclear_done(int result, void *userdata) {
         else {
                 if (result < 0)
                         log_warning_errno(result, "Mapping '%s': cannot cancel the pending detach: %m, ignoring", m->name);
-                m->step = STEP_NONE;
-                mapping_set_state(m, MAPPING_ACTIVE);
-                mapping_reply_error(m, &m->unmap_call, FUSELOOP_ERROR_BUSY,
-                                    "'%s' (%s) is still open by another process; close it or unmap lazily",
-                                    m->name, mapping_device(m, dev, sizeof(dev)));
+                mapping_unmap_refused(m, FUSELOOP_ERROR_BUSY,
+                                      "'%s' (%s) is still open by another process; close it or unmap lazily",
+                                      m->name, mapping_device(m, dev, sizeof(dev)));
         }
         mapping_unref(m);
 }
@@ -664,19 +732,15 @@ static void on_detach_done(int result, void *userdata) {
         (void) mapping_job_returned(m);
         (void) mapping_device(m, dev, sizeof(dev));
 
-        if (result == -EBUSY) {
-                m->step = STEP_NONE;
-                mapping_set_state(m, MAPPING_ACTIVE);
-                mapping_reply_error(m, &m->unmap_call, FUSELOOP_ERROR_BUSY,
-                                    "'%s' (%s) is in use (mounted?); unmount it first or unmap lazily", m->name, dev);
-        } else if (result < 0) {
+        if (result == -EBUSY)
+                mapping_unmap_refused(m, FUSELOOP_ERROR_BUSY,
+                                      "'%s' (%s) is in use (mounted?); unmount it first or unmap lazily", m->name, dev);
+        else if (result < 0) {
                 log_warning_errno(result, "Mapping '%s': cannot detach %s: %m", m->name, dev);
-                if (m->state == MAPPING_DETACHING) {
-                        m->step = STEP_NONE;
-                        mapping_set_state(m, MAPPING_ACTIVE);
-                        mapping_reply_error(m, &m->unmap_call, FUSELOOP_ERROR_SETUP_FAILED, "cannot detach %s: %s",
-                                            dev, strerror(-result));
-                } else {
+                if (m->state == MAPPING_DETACHING)
+                        mapping_unmap_refused(m, FUSELOOP_ERROR_SETUP_FAILED, "cannot detach %s: %s", dev,
+                                              strerror(-result));
+                else {
                         /* Tearing down after a failure: leave the device to the kernel. */
                         m->loop_attached = false;
                         mapping_teardown(m);
@@ -691,8 +755,16 @@ static void on_detach_done(int result, void *userdata) {
                                 (void) sd_bus_reply_method_return(m->unmap_call, NULL);
                                 m->unmap_call = sd_bus_message_unref(m->unmap_call);
                         }
+                        /* A failed Map is answered now, not when the last user lets go. */
+                        if (m->map_call)
+                                mapping_reply_error(m, &m->map_call, m->error_name ?: FUSELOOP_ERROR_SETUP_FAILED,
+                                                    "%s; %s is still open and is detached at its last close",
+                                                    m->error_message ?: "the mapping failed", dev);
                         log_info("Mapping '%s': %s is in use; it is detached when its last user closes it.", m->name, dev);
                         manager_update_status(m->manager);
+                        /* udev tells us when it is released; look ourselves now and then in case an
+                         * event was lost. */
+                        mapping_arm_timer(m, RELEASE_RECHECK_USEC);
                 } else
                         mapping_arm_timer(m, RELEASE_TIMEOUT_USEC);
 
@@ -723,7 +795,8 @@ static void mapping_teardown(Mapping *m) {
                 }
         }
 
-        if (m->fuse) {
+        if (m->fuse || m->source || m->job.run_file_created) {
+                m->job.source = TAKE_PTR(m->source);
                 mapping_run_job(m, STEP_UNMOUNT, job_unmount, on_unmount_done);
                 return;
         }
@@ -789,10 +862,12 @@ void mapping_unmap(Mapping *m, bool lazy, sd_bus_message *call, const char *reas
 }
 
 void mapping_shutdown(Mapping *m) {
-        /* Attaching mappings fail when they would become active; failing or detaching ones are on
-         * their way out already. */
+        /* Attaching mappings that wait for udev fail now; those with a job running fail when it
+         * returns; failing or detaching ones are on their way out already. */
         if (m->state == MAPPING_ACTIVE)
                 mapping_unmap(m, true, NULL, FUSELOOP_REASON_SHUTDOWN);
+        else if (m->state == MAPPING_ATTACHING && !m->job_running)
+                mapping_fail(m, FUSELOOP_ERROR_SETUP_FAILED, "fuseloopd is shutting down");
 }
 
 void mapping_caller_gone(Mapping *m) {
@@ -823,8 +898,12 @@ static int on_timer(sd_event_source *s _unused_, uint64_t usec _unused_, void *u
                              block_monitor_is_udev(m->manager->monitor) ? "" : " (no udevd running)");
                 break;
         case STEP_WAIT_RELEASE:
-                if (!m->lazy && m->state == MAPPING_DETACHING)
+                if (loop_device_is_bound(&m->loop, m->path) == 0)
+                        mapping_released(m);
+                else if (!m->lazy && m->state == MAPPING_DETACHING)
                         mapping_run_job(m, STEP_CANCEL_AUTOCLEAR, job_cancel_autoclear, on_cancel_autoclear_done);
+                else
+                        mapping_arm_timer(m, RELEASE_RECHECK_USEC);
                 break;
         default:
                 break;

@@ -60,6 +60,7 @@ struct Mapping {
         bool job_running;
 
         Source *source;
+        char *source_description;
         FuseFile *fuse;
         LoopDevice loop;
         bool loop_attached;
@@ -68,7 +69,10 @@ struct Mapping {
         struct {
                 int source_fd;
                 uint64_t source_size;
+                bool source_is_block;
                 char *source_description;
+                Source *source;          /* handed to the unmount job to close */
+                bool run_file_created;   /* the mount job made <run-dir>/<name> */
                 char error[256];
                 LoopDevice loop;
                 uint64_t seqnum;

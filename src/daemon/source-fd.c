@@ -39,6 +39,7 @@ typedef struct SourceFd {
         Source source;
         IoRing *ring;
         int fd;
+        bool force_async;
 } SourceFd;
 
 struct FdRead {
@@ -59,6 +60,11 @@ static bool io_ring_prep(IoRing *ring, FdRead *rd) {
         io_uring_prep_read(sqe, rd->source->fd, rd->buf + rd->done_len,
                            (unsigned) (rd->len - rd->done_len), rd->offset + rd->done_len);
         io_uring_sqe_set_data(sqe, rd);
+        /* Block devices read inline may wait in the block layer (a frozen queue, no free tags);
+         * the source may even be one of our own loop devices, whose I/O needs this very thread.
+         * Regular files try the page cache inline without blocking and go to io-wq otherwise. */
+        if (rd->source->force_async)
+                io_uring_sqe_set_flags(sqe, IOSQE_ASYNC);
         ring->need_submit = true;
         return true;
 }
@@ -124,9 +130,9 @@ static int on_ring_event(sd_event_source *s _unused_, int fd, uint32_t revents _
                         fd_read_finish(ring, rd, res);
                 else if (res == 0)
                         /* The source ended before the range we checked at map time: it shrank.
-                         * Returning a short read would make the kernel see zeros; this is an
-                         * error of the source. */
-                        fd_read_finish(ring, rd, rd->done_len > 0 ? (int) rd->done_len : -EIO);
+                         * A short reply would make FUSE take it for the end of the file and the
+                         * kernel see zeros; this is an error of the source. */
+                        fd_read_finish(ring, rd, -EIO);
                 else {
                         rd->done_len += (size_t) res;
                         if (rd->done_len >= rd->len)
@@ -229,48 +235,59 @@ static const SourceVTable source_fd_vtable = {
         .free = source_fd_free,
 };
 
-int source_fd_check(int fd, uint64_t *ret_size, char *errbuf, size_t errlen) {
+int source_fd_check(int fd, bool check_access, char *errbuf, size_t errlen) {
         struct stat st;
-        uint64_t size;
         int flags;
 
-        flags = fcntl(fd, F_GETFL);
-        if (flags < 0) {
-                (void) snprintf(errbuf, errlen, "the source is not a valid file descriptor");
-                return -errno;
-        }
-        if (flags & O_PATH) {
-                (void) snprintf(errbuf, errlen, "the source was opened with O_PATH and cannot be read");
-                return -EBADF;
-        }
-        if ((flags & O_ACCMODE) == O_WRONLY) {
-                (void) snprintf(errbuf, errlen, "the source is open for writing only; open it for reading");
-                return -EBADF;
+        if (check_access) {
+                flags = fcntl(fd, F_GETFL);
+                if (flags < 0) {
+                        (void) snprintf(errbuf, errlen, "the source is not a valid file descriptor");
+                        return -errno;
+                }
+                if (flags & O_PATH) {
+                        (void) snprintf(errbuf, errlen, "the source was opened with O_PATH and cannot be read");
+                        return -EBADF;
+                }
+                if ((flags & O_ACCMODE) == O_WRONLY) {
+                        (void) snprintf(errbuf, errlen, "the source is open for writing only; open it for reading");
+                        return -EBADF;
+                }
         }
 
         if (fstat(fd, &st) < 0) {
                 (void) snprintf(errbuf, errlen, "cannot stat the source: %s", strerror(errno));
                 return -errno;
         }
-
         if (S_ISDIR(st.st_mode)) {
                 (void) snprintf(errbuf, errlen, "the source is a directory, not a file or block device");
                 return -EISDIR;
         }
-        if (S_ISREG(st.st_mode))
-                size = (uint64_t) st.st_size;
-        else if (S_ISBLK(st.st_mode)) {
-                /* BLKGETSIZE64 does no I/O; safe on the loop thread even for our own devices. */
+        if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+                (void) snprintf(errbuf, errlen,
+                                "the source is not a regular file or block device (pipes, sockets and character devices cannot be mapped)");
+                return -EINVAL;
+        }
+        return 0;
+}
+
+int source_fd_get_size(int fd, uint64_t *ret_size, bool *ret_is_block, char *errbuf, size_t errlen) {
+        struct stat st;
+        uint64_t size;
+
+        if (fstat(fd, &st) < 0) {
+                (void) snprintf(errbuf, errlen, "cannot stat the source: %s", strerror(errno));
+                return -errno;
+        }
+
+        if (S_ISBLK(st.st_mode)) {
                 if (ioctl(fd, BLKGETSIZE64, &size) < 0) {
                         (void) snprintf(errbuf, errlen, "cannot get the size of the block device: %s",
                                         strerror(errno));
                         return -errno;
                 }
-        } else {
-                (void) snprintf(errbuf, errlen,
-                                "the source is not a regular file or block device (pipes and sockets cannot be mapped)");
-                return -EINVAL;
-        }
+        } else
+                size = (uint64_t) st.st_size;
 
         if (size == 0) {
                 (void) snprintf(errbuf, errlen, "the source is empty");
@@ -278,10 +295,11 @@ int source_fd_check(int fd, uint64_t *ret_size, char *errbuf, size_t errlen) {
         }
 
         *ret_size = size;
+        *ret_is_block = S_ISBLK(st.st_mode);
         return 0;
 }
 
-int source_fd_new(IoRing *ring, int fd, uint64_t size, const char *description, Source **ret) {
+int source_fd_new(IoRing *ring, int fd, uint64_t size, bool is_block, const char *description, Source **ret) {
         SourceFd *sf;
 
         sf = calloc(1, sizeof(*sf));
@@ -297,6 +315,7 @@ int source_fd_new(IoRing *ring, int fd, uint64_t size, const char *description, 
         sf->source.size = size;
         sf->ring = ring;
         sf->fd = fd;
+        sf->force_async = is_block;
 
         *ret = &sf->source;
         return 0;
