@@ -3,7 +3,11 @@
 # missing, builds and installs, starts the system bus, polkitd and udevd where
 # they do not run yet, starts build/fuseloopd, maps a generated disk image (GPT,
 # one ext4 partition) with build/fuseloopctl, mounts the partition read-only,
-# shows it, and cleans up everything it made, also when a step fails.
+# shows it, and cleans up everything it made, also when a step fails: the mount,
+# the mapping and its loop device, the daemon, the services it started (those
+# that already ran stay untouched), its temporary directory and the daemon's
+# run directory /run/fuseloopd if it did not exist before. It takes the lock of
+# the integration tests, so that it never runs beside them on the same bus name.
 #
 # Usage: tests/demo.sh
 set -euo pipefail
@@ -15,6 +19,8 @@ SERVICES=$ROOT/tests/lib/services.sh
 BUS_NAME=org.proxmox.FuseLoop1
 MAPPING_PATH=/org/proxmox/FuseLoop1/mapping/demo   # sd_bus_path_encode("demo")
 NAME=demo
+RUN_DIR=/run/fuseloopd                              # the daemon's default run directory
+TEST_LOCK=/run/fuseloop-test.lock                   # taken by tests/lib/lib.sh as well
 # Everything here talks to the standard system bus, whatever the caller exported.
 export DBUS_SYSTEM_BUS_ADDRESS=unix:path=/run/dbus/system_bus_socket
 
@@ -54,6 +60,8 @@ mnt=""
 daemon_pid=""
 daemon_start=""
 daemon_log=""
+daemon_status=""
+run_dir_made=0
 services_started=0
 map_tried=0
 mounted=0
@@ -64,18 +72,27 @@ daemon_alive() {
         [ "$(cut -d' ' -f3 "/proc/$daemon_pid/stat" 2>/dev/null)" != Z ]
 }
 
+# Stops the daemon we started (if it still runs) and collects its exit status
+# in $daemon_status.
 stop_daemon() {
-    local deadline
-    daemon_alive || return 0
-    # SIGTERM: the daemon unmaps what is left and exits.
-    run kill -TERM "$daemon_pid" || true
-    deadline=$(( SECONDS + 60 ))
-    while daemon_alive && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.2; done
+    local deadline st=0
+    [ -n "$daemon_pid" ] || return 0
     if daemon_alive; then
-        note "fuseloopd (pid $daemon_pid) still runs 60 s after SIGTERM, sending SIGKILL;" \
-             "check 'losetup -l' and 'findmnt /run/fuseloopd' for leftovers"
-        kill -KILL "$daemon_pid" 2>/dev/null || true
+        # SIGTERM: the daemon unmaps what is left and exits.
+        run kill -TERM "$daemon_pid" || true
+        deadline=$(( SECONDS + 60 ))
+        while daemon_alive && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.2; done
+        if daemon_alive; then
+            note "fuseloopd (pid $daemon_pid) still runs 60 s after SIGTERM, sending SIGKILL;" \
+                 "check 'losetup -l' and 'findmnt $RUN_DIR' for leftovers"
+            kill -KILL "$daemon_pid" 2>/dev/null || true
+        fi
     fi
+    # It is our child: wait reaps it and tells how it ended.
+    wait "$daemon_pid" 2>/dev/null || st=$?
+    daemon_status=$st
+    daemon_pid=""
+    echo "fuseloopd exited with status $daemon_status"
 }
 
 cleanup() {
@@ -91,6 +108,14 @@ cleanup() {
         run "$BUILD/fuseloopctl" unmap "$NAME" || note "unmap $NAME failed"
     fi
     stop_daemon
+    if [ -n "$daemon_status" ] && [ "$daemon_status" != 0 ]; then
+        note "fuseloopd did not exit cleanly (status $daemon_status)"
+        [ "$rc" != 0 ] || rc=1
+    fi
+    if [ "$run_dir_made" = 1 ] && [ -d "$RUN_DIR" ]; then
+        # The daemon made it; leave the machine as we found it (rmdir: only if empty).
+        run rmdir "$RUN_DIR" || note "$RUN_DIR is not empty; left in place"
+    fi
     if [ -n "$daemon_log" ] && [ -s "$daemon_log" ]; then
         if [ "$rc" = 0 ]; then printf -- '--- fuseloopd log\n'
         else printf -- '--- fuseloopd log (last 50 lines)\n'; fi
@@ -99,7 +124,7 @@ cleanup() {
     if [ "$services_started" = 1 ]; then
         [ "$rc" = 0 ] || "$SERVICES" logs
         # Stops only what our own "start" started (records in our state dir).
-        run "$SERVICES" stop
+        run "$SERVICES" stop 8>&-
     fi
     if [ -n "$tmp" ]; then
         if [ "$mounted" = 1 ]; then
@@ -122,6 +147,13 @@ trap cleanup EXIT
 trap 'note "failed: $BASH_COMMAND (line $LINENO)"' ERR
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+# fd 8 holds the test lock until the end; nothing started below keeps it (8>&-).
+exec 8>"$TEST_LOCK"
+if ! flock -n 8; then
+    note "the integration tests hold $TEST_LOCK; waiting for them (20 minutes at most)"
+    flock -w 1200 8 || die "could not take $TEST_LOCK"
+fi
 
 step "Install build and runtime packages"
 missing=()
@@ -166,19 +198,20 @@ tmp=$(mktemp -d /tmp/fuseloop-demo.XXXXXX)
 # A state directory of our own: "stop" then stops only what this run started.
 export FUSELOOP_SERVICES_STATE=$tmp/services
 services_started=1
-run "$SERVICES" start
+run "$SERVICES" start 8>&-
 # dbus-daemon must read the bus policy that "meson install" just installed.
-run "$SERVICES" reload
+run "$SERVICES" reload 8>&-
 
 step "Start fuseloopd from the build tree"
 if has_owner; then
     die "$BUS_NAME already has an owner (pid $(owner_pid)); stop that daemon first"
 fi
 daemon_log=$tmp/fuseloopd.log
+[ -e "$RUN_DIR" ] || run_dir_made=1
 # setsid: Ctrl-C reaches this script only, whose cleanup unmaps before it stops
 # the daemon. In a non-interactive script setsid does not fork, so $! is the
 # daemon.
-setsid "$BUILD/fuseloopd" --log-level info </dev/null >"$daemon_log" 2>&1 &
+setsid "$BUILD/fuseloopd" --log-level info </dev/null >"$daemon_log" 2>&1 8>&- &
 daemon_pid=$!
 daemon_start=$(starttime "$daemon_pid") || die "fuseloopd exited at once"
 printf '+ %s/fuseloopd --log-level info  (pid %s, log %s)\n' "$BUILD" "$daemon_pid" "$daemon_log"

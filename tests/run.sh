@@ -2,12 +2,17 @@
 # run.sh - the project's test command (run as root on a fresh Debian 12 machine):
 #
 #   installs the build and test packages, builds and installs fuseloop (so the bus policy and
-#   polkit actions are in place), starts the system bus, polkitd and udevd if they do not run
-#   (tests/lib/services.sh), runs the unit suite and then the integration suite, stops the
-#   services it started, and ends with one line "N passed, N failed[, N skipped]".
+#   polkit actions are in place), builds it a second time with AddressSanitizer and
+#   UndefinedBehaviorSanitizer (not installed), starts the system bus, polkitd and udevd if they
+#   do not run (tests/lib/services.sh), runs the unit suite of both builds and then the
+#   integration suite of both builds, stops the services this run started (never those that
+#   already ran), and ends with one line "N passed, N failed[, N skipped]" that counts all four
+#   runs. A test whose output contains a sanitizer report counts as failed even if it passed.
 #
 # Environment:
 #   FUSELOOP_BUILD_DIR=DIR   build directory (default: build in the source root)
+#   FUSELOOP_SANITIZE_BUILD_DIR=DIR  build directory of the sanitizer pass (default: DIR-sanitize)
+#   FUSELOOP_SANITIZE=0      skip the sanitizer pass
 #   FUSELOOP_NO_INSTALL=1    never call apt-get (fail if a package is missing)
 #   FUSELOOP_TEST_STRICT=0   let integration tests skip (exit 77) on a missing prerequisite;
 #                            by default this script makes that a failure, since it installed
@@ -15,6 +20,7 @@
 #
 # One test by hand (after one run of this script, with the services running):
 #   meson test -C build --suite integration test-map-ext4 --print-errorlogs
+#   meson test -C build-sanitize --suite integration test-map-ext4 --print-errorlogs
 #
 # Exit status: 0 if everything passed, 1 otherwise.
 set -euo pipefail
@@ -23,6 +29,9 @@ SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$SRC"
 BUILD=${FUSELOOP_BUILD_DIR:-$SRC/build}
 case $BUILD in /*) ;; *) BUILD=$SRC/$BUILD ;; esac
+SAN_BUILD=${FUSELOOP_SANITIZE_BUILD_DIR:-$BUILD-sanitize}
+case $SAN_BUILD in /*) ;; *) SAN_BUILD=$SRC/$SAN_BUILD ;; esac
+SANITIZE_OPTIONS=('-Db_sanitize=address,undefined' -Db_lundef=false)
 SERVICES=$SRC/tests/lib/services.sh
 PYTHON=/usr/bin/python3
 
@@ -83,19 +92,27 @@ install_pkgs() {
 
 # ------------------------------------------------------------- summary --
 
-# count_results LOGBASE: prints "passed failed skipped" from meson's JSON test log.
+# count_results BUILD LOGBASE: prints "passed failed skipped" from meson's JSON test log. A test
+# that meson counted as passed or skipped but whose output holds a sanitizer report is failed
+# (named on stderr).
 count_results() {
-        local json=$BUILD/meson-logs/$1.json
+        local json=$1/meson-logs/$2.json
 
         [ -s "$json" ] || { echo "0 0 0"; return; }
         "$PYTHON" - "$json" <<'PY'
-import json, sys
+import json, re, sys
+report = re.compile(r"runtime error:|ERROR: AddressSanitizer|LeakSanitizer")
 p = f = s = 0
 for line in open(sys.argv[1]):
     line = line.strip()
     if not line:
         continue
-    r = json.loads(line).get("result", "")
+    t = json.loads(line)
+    r = t.get("result", "")
+    if r in ("OK", "EXPECTEDFAIL", "SKIP") and report.search(t.get("stdout") or ""):
+        print(f"{t.get('name')}: {r}, but its output contains a sanitizer report: counted as failed",
+              file=sys.stderr)
+        r = "FAIL"
     if r in ("OK", "EXPECTEDFAIL"):
         p += 1
     elif r == "SKIP":
@@ -119,23 +136,42 @@ summary() {
         echo "$line"
 }
 
-run_suite() { # SUITE
-        local rc=0 p f s
+# run_suite BUILD SUITE LABEL: runs one suite of one build and adds its results to the totals.
+run_suite() {
+        local build=$1 suite=$2 label=$3 rc=0 p f s
 
-        say "meson test --suite $1"
-        rm -f "$BUILD/meson-logs/testlog-$1.json"
-        meson test -C "$BUILD" --suite "$1" --no-rebuild --print-errorlogs \
-                --logbase "testlog-$1" || rc=$?
-        read -r p f s <<<"$(count_results "testlog-$1")"
+        say "$suite tests, $label (meson test -C $build --suite $suite)"
+        rm -f "$build/meson-logs/testlog-$suite.json"
+        meson test -C "$build" --suite "$suite" --no-rebuild --print-errorlogs \
+                --logbase "testlog-$suite" || rc=$?
+        read -r p f s <<<"$(count_results "$build" "testlog-$suite")"
         if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
                 # meson itself failed (no test ran or the log is missing): count that.
-                echo "meson test --suite $1 exited with $rc"
+                echo "meson test -C $build --suite $suite exited with $rc"
                 f=1
+        fi
+        if [ "$s" -eq 0 ]; then
+                echo "$suite tests, $label: $p passed, $f failed"
+        else
+                echo "$suite tests, $label: $p passed, $f failed, $s skipped"
         fi
         PASSED=$((PASSED + p))
         FAILED=$((FAILED + f))
         SKIPPED=$((SKIPPED + s))
-        [ "$rc" -eq 0 ] || STATUS=1
+        [ "$rc" -eq 0 ] && [ "$f" -eq 0 ] || STATUS=1
+}
+
+# build DIR [MESON-OPTION...]: configures (or reconfigures) and compiles DIR with prefix /usr.
+build() {
+        local dir=$1
+
+        shift
+        if [ -f "$dir/build.ninja" ]; then
+                meson setup --reconfigure "$dir" --prefix=/usr "$@" || return 1
+        else
+                meson setup "$dir" --prefix=/usr "$@" || return 1
+        fi
+        meson compile -C "$dir"
 }
 
 # ---------------------------------------------------------------- main --
@@ -146,12 +182,7 @@ export FUSELOOP_TEST_STRICT=${FUSELOOP_TEST_STRICT:-1}
 install_pkgs
 
 say "build in $BUILD"
-if [ -f "$BUILD/build.ninja" ]; then
-        SETUP=(meson setup --reconfigure "$BUILD" --prefix=/usr)
-else
-        SETUP=(meson setup "$BUILD" --prefix=/usr)
-fi
-if ! "${SETUP[@]}" || ! meson compile -C "$BUILD"; then
+if ! build "$BUILD"; then
         echo "build failed"
         FAILED=1
         summary
@@ -159,23 +190,41 @@ if ! "${SETUP[@]}" || ! meson compile -C "$BUILD"; then
 fi
 meson install -C "$BUILD" --quiet
 
-say "unit tests"
-run_suite unit
+SANITIZE=0
+if [ "${FUSELOOP_SANITIZE:-1}" != 0 ]; then
+        say "sanitizer build in $SAN_BUILD (${SANITIZE_OPTIONS[*]}; not installed)"
+        if build "$SAN_BUILD" "${SANITIZE_OPTIONS[@]}"; then
+                SANITIZE=1
+        else
+                echo "sanitizer build failed: counted as one failure, its suites do not run"
+                FAILED=$((FAILED + 1))
+                STATUS=1
+        fi
+fi
+
+run_suite "$BUILD" unit "plain build"
+[ "$SANITIZE" -eq 0 ] || run_suite "$SAN_BUILD" unit "sanitizer build (ASan+UBSan)"
 
 say "services"
-# services.sh stops only what its "start" started; services that already ran stay.
-trap 'FUSELOOP_SERVICES_NO_INSTALL=1 bash "$SERVICES" stop || true' EXIT
+# services.sh stops only what its "start" started. A state directory of this run's own makes
+# that "what this run started": services that already ran stay, also those that an earlier
+# "services.sh start" (default state directory) left running for someone else on the machine.
+SERVICES_STATE=$(mktemp -d /run/fuseloop-services.run.XXXXXX)
+export FUSELOOP_SERVICES_STATE=$SERVICES_STATE
+trap 'FUSELOOP_SERVICES_NO_INSTALL=1 bash "$SERVICES" stop || true; rm -rf "$SERVICES_STATE"' EXIT
 bash "$SERVICES" start
 # The bus policy and polkit action files were just installed.
 bash "$SERVICES" reload
 
-run_suite integration
+run_suite "$BUILD" integration "plain build"
+[ "$SANITIZE" -eq 0 ] || run_suite "$SAN_BUILD" integration "sanitizer build (ASan+UBSan)"
 if [ "$STATUS" -ne 0 ]; then
         bash "$SERVICES" logs || true
 fi
 say "stopping the services this run started"
 trap - EXIT
 FUSELOOP_SERVICES_NO_INSTALL=1 bash "$SERVICES" stop || true
+rm -rf "$SERVICES_STATE"
 
 summary
 exit "$STATUS"

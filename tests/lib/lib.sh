@@ -6,13 +6,16 @@
 # have left under the test run directory, makes a per-test temporary directory ($FL_TMP) and
 # installs a cleanup trap that always runs on exit: it unmounts what the test mounted, stops the
 # daemon it started (by pid), detaches leftover loop devices backed by the test run directory,
-# removes temporary files and prints the daemon log if the test failed.
+# removes temporary files and prints the daemon log if the test failed. A sanitizer report
+# (ASan, LeakSanitizer, UBSan "runtime error:") in the daemon log or in another *.log file of
+# the test fails the test even if every process exited with status 0.
 #
 # Environment (set by tests/meson.build; defaults for running a test by hand):
 #   FUSELOOPD, FUSELOOPCTL      the binaries under test
 #   FUSELOOP_SRC, FUSELOOP_BUILD  source and build roots
 #   FUSELOOP_TEST_STRICT=1      a missing prerequisite is a failure, not a skip (tests/run.sh)
 #   PYTHON                      python with python3-dbus and python3-gi (default /usr/bin/python3)
+#   FUSELOOP_TEST_LOG_DIR=DIR   keep each test's daemon log as DIR/<test>.fuseloopd.log (by hand)
 #
 # The daemon under test always runs as
 #   $FUSELOOPD --run-dir /run/fuseloopd-test --log-level debug
@@ -624,6 +627,29 @@ fl_stop_recorded_daemon() {
         rm -f "$FL_DAEMON_RECORD"
 }
 
+# The patterns that mark a sanitizer report (UBSan, ASan, LeakSanitizer).
+FL_SANITIZER_RE='runtime error:|ERROR: AddressSanitizer|LeakSanitizer'
+
+# fl_sanitizer_reports: prints each sanitizer report (from its first line on, 60 lines at most)
+# found in the daemon log or another *.log file of this test. Returns 1 if it found any.
+fl_sanitizer_reports() {
+        local f n found=0 files=("$FL_DAEMON_LOG")
+
+        for f in "$FL_TMP"/*.log; do
+                [ "$f" = "$FL_DAEMON_LOG" ] || files+=("$f")
+        done
+        for f in "${files[@]}"; do
+                [ -s "$f" ] || continue
+                n=$(grep -n -m 1 -E -- "$FL_SANITIZER_RE" "$f" | cut -d: -f1) || true
+                [ -n "$n" ] || continue
+                printf '\n----- sanitizer report in %s (from line %s) -----\n' "$f" "$n"
+                tail -n +"$n" "$f" | head -n 60
+                printf -- '----- end of sanitizer report -----\n'
+                found=1
+        done
+        [ "$found" -eq 0 ]
+}
+
 fl_cleanup() {
         local rc=$? i pid
 
@@ -654,6 +680,11 @@ fl_cleanup() {
                 echo "FAIL: the test left the above behind" >&2
                 rc=1
         fi
+        # After the daemon exited: LeakSanitizer reports at exit. Even a skipped test fails.
+        if ! fl_sanitizer_reports; then
+                echo "FAIL: sanitizer report (above)" >&2
+                case $rc in 0 | 77) rc=1 ;; esac
+        fi
         if [ "$rc" -ne 0 ] && [ "$rc" -ne 77 ] && [ -s "$FL_DAEMON_LOG" ]; then
                 printf '\n----- daemon log (%s, last 400 lines) -----\n' "$FL_DAEMON_LOG"
                 tail -n 400 "$FL_DAEMON_LOG"
@@ -662,6 +693,10 @@ fl_cleanup() {
         if [ "$rc" -ne 0 ] && [ "$rc" -ne 77 ] && [ -s "${FL_MONITOR_LOG:-}" ]; then
                 printf '\n----- signals seen -----\n'
                 cat "$FL_MONITOR_LOG"
+        fi
+        if [ -n "${FUSELOOP_TEST_LOG_DIR:-}" ] && [ -s "$FL_DAEMON_LOG" ]; then
+                mkdir -p "$FUSELOOP_TEST_LOG_DIR" &&
+                        cp "$FL_DAEMON_LOG" "$FUSELOOP_TEST_LOG_DIR/$FL_TEST_NAME.fuseloopd.log"
         fi
         [ -z "$FL_TMP" ] || rm -rf --one-file-system "$FL_TMP"
         case $rc in
