@@ -215,6 +215,13 @@ int bus_mapping_register(Manager *manager) {
                                           manager);
 }
 
+/* A signal lost while the bus is gone is expected (the daemon reconnects); anything else is worth
+ * a warning. */
+static void log_emit_failure(Mapping *m, const char *what, int r) {
+        (void) log_full_errno(r == -ENOTCONN || r == -ECONNRESET ? LOG_DEBUG : LOG_WARNING, r,
+                              "Mapping '%s': cannot send %s: %m, ignoring", m->name, what);
+}
+
 void bus_mapping_emit_added(Mapping *m) {
         sd_bus *bus = m->manager->bus;
         char dev[32];
@@ -225,12 +232,12 @@ void bus_mapping_emit_added(Mapping *m) {
 
         r = sd_bus_emit_object_added(bus, m->object_path);
         if (r < 0)
-                log_warning_errno(r, "Mapping '%s': cannot send InterfacesAdded: %m, ignoring", m->name);
+                log_emit_failure(m, "InterfacesAdded", r);
 
         r = sd_bus_emit_signal(bus, FUSELOOP_MANAGER_PATH, FUSELOOP_MANAGER_INTERFACE, "MappingAdded", "sos", m->name,
                                m->object_path, mapping_device(m, dev, sizeof(dev)));
         if (r < 0)
-                log_warning_errno(r, "Mapping '%s': cannot send MappingAdded: %m, ignoring", m->name);
+                log_emit_failure(m, "MappingAdded", r);
 }
 
 void bus_mapping_emit_removed(Mapping *m, const char *reason) {
@@ -242,12 +249,12 @@ void bus_mapping_emit_removed(Mapping *m, const char *reason) {
 
         r = sd_bus_emit_object_removed(bus, m->object_path);
         if (r < 0)
-                log_warning_errno(r, "Mapping '%s': cannot send InterfacesRemoved: %m, ignoring", m->name);
+                log_emit_failure(m, "InterfacesRemoved", r);
 
         r = sd_bus_emit_signal(bus, FUSELOOP_MANAGER_PATH, FUSELOOP_MANAGER_INTERFACE, "MappingRemoved", "sos",
                                m->name, m->object_path, reason);
         if (r < 0)
-                log_warning_errno(r, "Mapping '%s': cannot send MappingRemoved: %m, ignoring", m->name);
+                log_emit_failure(m, "MappingRemoved", r);
 }
 
 void mapping_emit_state(Mapping *m) {
@@ -258,5 +265,5 @@ void mapping_emit_state(Mapping *m) {
 
         r = sd_bus_emit_properties_changed(m->manager->bus, m->object_path, FUSELOOP_MAPPING_INTERFACE, "State", NULL);
         if (r < 0)
-                log_debug_errno(r, "Mapping '%s': cannot send PropertiesChanged: %m", m->name);
+                log_emit_failure(m, "PropertiesChanged", r);
 }

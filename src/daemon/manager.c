@@ -211,7 +211,7 @@ static int manager_connect_bus(Manager *m) {
 
         r = sd_bus_open_system(&bus);
         if (r < 0)
-                return log_debug_errno(r, "Failed to connect to the system bus: %m");
+                return r;
         m->bus = bus;
 
         r = sd_bus_attach_event(bus, m->event, SD_EVENT_PRIORITY_NORMAL);
@@ -253,7 +253,7 @@ int manager_startup(Manager *m) {
 
         r = manager_connect_bus(m);
         if (r < 0)
-                return log_error_errno(r, "Failed to set up the bus: %m");
+                return log_error_errno(r, "Failed to connect to the system bus: %m");
 
         /* Only now that we own the name is no other instance using the run directory. */
         (void) run_dir_cleanup(m->run_dir);
