@@ -581,10 +581,8 @@ static void mapping_reply_error(Mapping *m, sd_bus_message **call, const char *n
                 return;
 
         va_start(ap, fmt);
-        r = vasprintf(&msg, fmt, ap);
+        msg = vasprintf_or_null(fmt, ap);
         va_end(ap);
-        if (r < 0)
-                msg = NULL;
 
         r = sd_bus_reply_method_errorf(*call, name, "%s", msg ?: "out of memory");
         if (r < 0)
@@ -687,13 +685,10 @@ static void mapping_unmap_refused(Mapping *m, const char *error_name, const char
 static void mapping_unmap_refused(Mapping *m, const char *error_name, const char *fmt, ...) {
         _cleanup_(freep) char *msg = NULL;
         va_list ap;
-        int r;
 
         va_start(ap, fmt);
-        r = vasprintf(&msg, fmt, ap);
+        msg = vasprintf_or_null(fmt, ap);
         va_end(ap);
-        if (r < 0)
-                msg = NULL;
 
         mapping_disarm_timer(m);
         m->step = STEP_NONE;
@@ -807,13 +802,10 @@ static void mapping_teardown(Mapping *m) {
 static void mapping_fail(Mapping *m, const char *error_name, const char *fmt, ...) {
         _cleanup_(freep) char *msg = NULL;
         va_list ap;
-        int r;
 
         va_start(ap, fmt);
-        r = vasprintf(&msg, fmt, ap);
+        msg = vasprintf_or_null(fmt, ap);
         va_end(ap);
-        if (r < 0)
-                msg = NULL;
 
         if (!m->error_name) {
                 m->error_name = strdup(error_name);

@@ -174,3 +174,9 @@ const char *startswith(const char *s, const char *prefix) {
 
         return strncmp(s, prefix, n) == 0 ? s + n : NULL;
 }
+
+char *vasprintf_or_null(const char *fmt, va_list ap) {
+        char *s;
+
+        return vasprintf(&s, fmt, ap) < 0 ? NULL : s;
+}

@@ -1,6 +1,7 @@
 /* Pure helpers shared by daemon, client and tests: names, sizes, small string and fd utilities. */
 #pragma once
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -31,6 +32,9 @@ int read_u64_file(const char *path, uint64_t *ret);
 
 /* Parses a decimal unsigned 64-bit number, the whole string. */
 int safe_atou64(const char *s, uint64_t *ret);
+
+/* Formats into a malloc()ed string; NULL when out of memory. */
+char *vasprintf_or_null(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
 
 /* True if s starts with prefix; returns a pointer past it or NULL. */
 const char *startswith(const char *s, const char *prefix);
