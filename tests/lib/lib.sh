@@ -17,6 +17,9 @@
 #   PYTHON                      python with python3-dbus and python3-gi (default /usr/bin/python3)
 #   FUSELOOP_TEST_LOG_DIR=DIR   keep each test's daemon log as DIR/<test>.fuseloopd.log (by hand)
 #
+# Set by a test before start_daemon (opt-in; by default the daemon never sees NOTIFY_SOCKET):
+#   FL_DAEMON_NOTIFY_SOCKET=PATH  start the daemon with NOTIFY_SOCKET=PATH (see sdnotify.py)
+#
 # The daemon under test always runs as
 #   $FUSELOOPD --run-dir /run/fuseloopd-test --log-level debug
 # so nothing here ever touches the default run directory /run/fuseloopd, and every loop device
@@ -279,9 +282,11 @@ stop_monitor() {
 # -------------------------------------------------------------- daemon --
 
 # start_daemon: starts the daemon under test in the background and waits (10 s at
-# most) until it owns the bus name. Fails, with its log, if it exits meanwhile.
+# most) until it owns the bus name. Fails, with its log, if it exits meanwhile. The daemon gets
+# no NOTIFY_SOCKET (nor socket activation variables) from our environment; a test that wants to
+# see its sd_notify() messages sets FL_DAEMON_NOTIFY_SOCKET=PATH.
 start_daemon() {
-        local pid st owner deadline
+        local pid st owner deadline notify=()
 
         if has_owner; then
                 owner=$(owner_pid)
@@ -289,7 +294,11 @@ start_daemon() {
         fi
         printf '\n===== %s: starting %s --run-dir %s --log-level debug\n' \
                 "$(date +%T.%3N)" "$FUSELOOPD" "$FL_RUN_DIR" >>"$FL_DAEMON_LOG"
-        env -u NOTIFY_SOCKET -u LISTEN_FDS -u LISTEN_PID -u LISTEN_FDNAMES \
+        if [ -n "${FL_DAEMON_NOTIFY_SOCKET:-}" ]; then
+                notify=("NOTIFY_SOCKET=$FL_DAEMON_NOTIFY_SOCKET")
+                printf '===== NOTIFY_SOCKET=%s\n' "$FL_DAEMON_NOTIFY_SOCKET" >>"$FL_DAEMON_LOG"
+        fi
+        env -u NOTIFY_SOCKET -u LISTEN_FDS -u LISTEN_PID -u LISTEN_FDNAMES "${notify[@]}" \
                 "$FUSELOOPD" --run-dir "$FL_RUN_DIR" --log-level debug \
                 </dev/null >>"$FL_DAEMON_LOG" 2>&1 8>&- &
         pid=$!
