@@ -67,7 +67,7 @@ head -c $((2 << 20)) /dev/urandom >"$FL_TMP/idle.bin"
 
 step "listen on our own NOTIFY_SOCKET"
 : >"$NOTIFY_LOG"
-sdnotify listen "$NOTIFY_SOCK" "$NOTIFY_LOG" --bus-name "$FL_BUS" >"$FL_TMP/sdnotify.log" 2>&1 8>&- &
+"$PYTHON" "$FL_LIB_DIR/sdnotify.py" listen "$NOTIFY_SOCK" "$NOTIFY_LOG" --bus-name "$FL_BUS" >"$FL_TMP/sdnotify.log" 2>&1 8>&- &
 LISTENER=$!
 FL_PIDS+=("$LISTENER")
 if ! wait_until 10 test -S "$NOTIFY_SOCK"; then
