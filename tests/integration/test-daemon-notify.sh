@@ -89,23 +89,11 @@ assert_eq "# READY=1 from $DPID: $FL_BUS owned by $DPID" "$(grep '^# READY=1 ' "
         "owner of $FL_BUS when READY=1 arrived"
 
 step "a second instance cannot own the name: it must not report READY=1"
-env -u LISTEN_FDS -u LISTEN_PID -u LISTEN_FDNAMES NOTIFY_SOCKET="$NOTIFY_SOCK" \
-        "$FUSELOOPD" --run-dir "$FL_RUN_DIR" --log-level debug \
-        </dev/null >"$FL_TMP/second.log" 2>&1 8>&- &
-SECOND=$!
-FL_PIDS+=("$SECOND")
-if ! wait_until 15 not_alive "$SECOND"; then
-        cat "$FL_TMP/second.log"
-        fail "a second fuseloopd (pid $SECOND) is still running 15 s after start"
-fi
-ST=0
-wait "$SECOND" || ST=$?
-FL_PIDS=("$LISTENER")
-cat "$FL_TMP/second.log"
-assert_ne 0 "$ST" "exit status of a second instance"
+run_second_daemon
+assert_ne 0 "$SECOND_STATUS" "exit status of a second instance"
 assert_contains "$(cat "$FL_TMP/second.log")" "is owned by another process" "log of the second instance"
 notify_sync
-assert_eq "" "$(other_senders)" "datagrams from processes other than fuseloopd (pid $DPID; second instance: pid $SECOND)"
+assert_eq "" "$(other_senders)" "datagrams from processes other than fuseloopd (pid $DPID; second instance: pid $SECOND_PID)"
 assert_eq 1 "$(count_message READY=1)" "number of READY=1 from fuseloopd"
 assert_eq "$DPID" "$(owner_pid)" "owner of $FL_BUS"
 

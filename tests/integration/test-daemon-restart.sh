@@ -22,19 +22,8 @@ assert_nothing_left after-restart
 
 step "a second instance does not steal the name"
 FIRST=$FL_DAEMON_PID
-env -u NOTIFY_SOCKET "$FUSELOOPD" --run-dir "$FL_RUN_DIR" --log-level debug \
-        </dev/null >"$FL_TMP/second.log" 2>&1 8>&- &
-SECOND=$!
-FL_PIDS+=("$SECOND")
-# The second one must give up by itself.
-if ! wait_until 15 not_alive "$SECOND"; then
-        cat "$FL_TMP/second.log"
-        fail "a second fuseloopd (pid $SECOND) is still running 15 s after start"
-fi
-ST=0
-wait "$SECOND" || ST=$?
-cat "$FL_TMP/second.log"
-assert_ne 0 "$ST" "exit status of a second instance"
+run_second_daemon
+assert_ne 0 "$SECOND_STATUS" "exit status of a second instance"
 assert_eq "$FIRST" "$(owner_pid)" "owner of $FL_BUS"
 DEV=$(ctl_map still-first "$FL_TMP/data.bin")
 ctl unmap still-first

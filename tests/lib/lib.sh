@@ -281,6 +281,30 @@ stop_monitor() {
 
 # -------------------------------------------------------------- daemon --
 
+# run_second_daemon: starts another fuseloopd beside the test's own (with
+# FL_DAEMON_NOTIFY_SOCKET passed on like start_daemon does), which must give up by itself within
+# 15 s because the bus name is taken. Leaves its pid in SECOND_PID, its exit status in
+# SECOND_STATUS and its output in $FL_TMP/second.log (also printed).
+# shellcheck disable=SC2034 # SECOND_STATUS is read by the tests
+run_second_daemon() {
+        local notify=()
+
+        [ -z "${FL_DAEMON_NOTIFY_SOCKET:-}" ] || notify=("NOTIFY_SOCKET=$FL_DAEMON_NOTIFY_SOCKET")
+        env -u NOTIFY_SOCKET -u LISTEN_FDS -u LISTEN_PID -u LISTEN_FDNAMES "${notify[@]}" \
+                "$FUSELOOPD" --run-dir "$FL_RUN_DIR" --log-level debug \
+                </dev/null >"$FL_TMP/second.log" 2>&1 8>&- &
+        SECOND_PID=$!
+        FL_PIDS+=("$SECOND_PID")
+        if ! wait_until 15 not_alive "$SECOND_PID"; then
+                cat "$FL_TMP/second.log"
+                fail "a second fuseloopd (pid $SECOND_PID) is still running 15 s after start"
+        fi
+        SECOND_STATUS=0
+        wait "$SECOND_PID" || SECOND_STATUS=$?
+        unset 'FL_PIDS[-1]'
+        cat "$FL_TMP/second.log"
+}
+
 # start_daemon: starts the daemon under test in the background and waits (10 s at
 # most) until it owns the bus name. Fails, with its log, if it exits meanwhile. The daemon gets
 # no NOTIFY_SOCKET (nor socket activation variables) from our environment; a test that wants to
