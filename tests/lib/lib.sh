@@ -19,9 +19,13 @@
 #
 # Set by a test before start_daemon (opt-in; by default the daemon never sees NOTIFY_SOCKET):
 #   FL_DAEMON_NOTIFY_SOCKET=PATH  start the daemon with NOTIFY_SOCKET=PATH (see sdnotify.py)
+#   FL_DAEMON_ARGS=(...)          more options, after the default ones (a later option wins)
+#   FL_DAEMON_WRAPPER=(...)       a command that runs the daemon by exec (so the pid stays), e.g.
+#                                 (unshare --mount --propagation slave)
 #
 # The daemon under test always runs as
-#   $FUSELOOPD --run-dir /run/fuseloopd-test --log-level debug
+#   $FUSELOOPD --run-dir /run/fuseloopd-test --log-level debug --idle-timeout 0 "${FL_DAEMON_ARGS[@]}"
+# (never exiting for idleness unless a test asks for it)
 # so nothing here ever touches the default run directory /run/fuseloopd, and every loop device
 # whose backing file is under /run/fuseloopd-test was made by a test.
 
@@ -51,6 +55,9 @@ FL_ERR=org.proxmox.FuseLoop1.Error
 FL_TMP_PREFIX=/tmp/fuseloop-test.
 
 FL_TMP=
+FL_DAEMON_ARGS=()
+FL_DAEMON_WRAPPER=()
+FL_DAEMON_CMDLINE=()
 FL_DAEMON_PID=
 FL_DAEMON_STATUS=
 FL_DAEMON_LOG=
@@ -289,9 +296,10 @@ stop_monitor() {
 run_second_daemon() {
         local notify=()
 
+        FL_DAEMON_CMDLINE=(--run-dir "$FL_RUN_DIR" --log-level debug --idle-timeout 0 "${FL_DAEMON_ARGS[@]}")
         [ -z "${FL_DAEMON_NOTIFY_SOCKET:-}" ] || notify=("NOTIFY_SOCKET=$FL_DAEMON_NOTIFY_SOCKET")
         env -u NOTIFY_SOCKET -u LISTEN_FDS -u LISTEN_PID -u LISTEN_FDNAMES "${notify[@]}" \
-                "$FUSELOOPD" --run-dir "$FL_RUN_DIR" --log-level debug \
+                "${FL_DAEMON_WRAPPER[@]}" "$FUSELOOPD" "${FL_DAEMON_CMDLINE[@]}" \
                 </dev/null >"$FL_TMP/second.log" 2>&1 8>&- &
         SECOND_PID=$!
         FL_PIDS+=("$SECOND_PID")
@@ -316,14 +324,15 @@ start_daemon() {
                 owner=$(owner_pid)
                 fail "$FL_BUS is already owned by pid $owner ($(tr '\0' ' ' <"/proc/$owner/cmdline" 2>/dev/null)); not started by this test"
         fi
-        printf '\n===== %s: starting %s --run-dir %s --log-level debug\n' \
-                "$(date +%T.%3N)" "$FUSELOOPD" "$FL_RUN_DIR" >>"$FL_DAEMON_LOG"
+        FL_DAEMON_CMDLINE=(--run-dir "$FL_RUN_DIR" --log-level debug --idle-timeout 0 "${FL_DAEMON_ARGS[@]}")
+        printf '\n===== %s: starting %s %s %s\n' "$(date +%T.%3N)" "${FL_DAEMON_WRAPPER[*]}" \
+                "$FUSELOOPD" "${FL_DAEMON_CMDLINE[*]}" >>"$FL_DAEMON_LOG"
         if [ -n "${FL_DAEMON_NOTIFY_SOCKET:-}" ]; then
                 notify=("NOTIFY_SOCKET=$FL_DAEMON_NOTIFY_SOCKET")
                 printf '===== NOTIFY_SOCKET=%s\n' "$FL_DAEMON_NOTIFY_SOCKET" >>"$FL_DAEMON_LOG"
         fi
         env -u NOTIFY_SOCKET -u LISTEN_FDS -u LISTEN_PID -u LISTEN_FDNAMES "${notify[@]}" \
-                "$FUSELOOPD" --run-dir "$FL_RUN_DIR" --log-level debug \
+                "${FL_DAEMON_WRAPPER[@]}" "$FUSELOOPD" "${FL_DAEMON_CMDLINE[@]}" \
                 </dev/null >>"$FL_DAEMON_LOG" 2>&1 8>&- &
         pid=$!
         FL_DAEMON_PID=$pid
