@@ -7,16 +7,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bus-auth.h"
 #include "bus-mapping.h"
 #include "bus-names.h"
 #include "log.h"
 #include "macro.h"
 #include "mapping.h"
+#include "polkit.h"
 #include "util.h"
-
-/* Each mapping costs fds, a loop device and kernel memory: bound what callers can make us hold. */
-#define MAPPINGS_MAX 4096u
 
 /* Quotes at most this much of a bad input in an error message. */
 #define QUOTE_MAX 160
@@ -28,14 +25,32 @@ static int reply_invalid_name(sd_bus_error *error, const char *name) {
                                  QUOTE_MAX, name, strlen(name) > QUOTE_MAX ? "..." : "", FUSELOOP_NAME_MAX);
 }
 
+static unsigned mappings_owned_by(Manager *manager, uid_t uid) {
+        unsigned n = 0;
+
+        for (Mapping *m = manager->mappings; m; m = m->next)
+                if (m->owner_uid == uid)
+                        n++;
+        return n;
+}
+
 /* Checks what Map and MapURI share, reads the options and creates the mapping. */
 static int map_common(Manager *manager, sd_bus_message *msg, sd_bus_message_handler_t handler, const char *name,
-                      int fd, const char *uri_path, const char *what, sd_bus_error *error) {
+                      int fd, const char *uri_path, sd_bus_error *error) {
         _cleanup_(map_options_done) MapOptions o = MAP_OPTIONS_INIT;
         _cleanup_(closep) int dfd = -EBADF;
         Mapping *m, *existing;
+        AuthRequest req = {
+                .action = uri_path ? FUSELOOP_POLKIT_MAP_URI : FUSELOOP_POLKIT_MAP,
+                .what = uri_path ? "map files by path" : "map file descriptors",
+                .owner = (uid_t) -1,
+                .details = { "name", name, uri_path ? "path" : NULL, uri_path, NULL },
+        };
         uid_t uid;
         int r;
+
+        if (manager_defer_call(manager, msg, handler))
+                return 1;
 
         if (!mapping_name_is_valid(name))
                 return reply_invalid_name(error, name);
@@ -44,16 +59,26 @@ static int map_common(Manager *manager, sd_bus_message *msg, sd_bus_message_hand
         if (r < 0)
                 return r;
 
-        r = bus_authorize(manager, msg, what, handler, manager, &uid, error);
+        r = polkit_authorize(manager, msg, &req, handler, manager, &uid, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
 
         if (manager->shutting_down)
                 return sd_bus_error_set(error, FUSELOOP_ERROR_SETUP_FAILED, "fuseloopd is shutting down.");
 
-        if (manager->n_mappings >= MAPPINGS_MAX)
+        if (manager->n_mappings >= FUSELOOP_MAPPINGS_MAX)
                 return sd_bus_error_setf(error, FUSELOOP_ERROR_NO_FREE_LOOP,
-                                         "fuseloopd serves at most %u mappings; unmap one first.", MAPPINGS_MAX);
+                                         "fuseloopd serves at most %u mappings; unmap one first.", FUSELOOP_MAPPINGS_MAX);
+
+        if (uid != 0) {
+                unsigned n = mappings_owned_by(manager, uid);
+
+                if (n >= manager->user_quota)
+                        return sd_bus_error_setf(error, FUSELOOP_ERROR_QUOTA_EXCEEDED,
+                                                 "uid %u has %u mapping%s, the most fuseloopd allows a user "
+                                                 "(--max-mappings-per-user=%u); unmap one first.",
+                                                 (unsigned) uid, n, n == 1 ? "" : "s", manager->user_quota);
+        }
 
         existing = manager_find_mapping(manager, name);
         if (existing) {
@@ -90,7 +115,7 @@ static int method_map(sd_bus_message *msg, void *userdata, sd_bus_error *error) 
         if (r < 0)
                 return r;
 
-        return map_common(userdata, msg, method_map, name, fd, NULL, "map sources", error);
+        return map_common(userdata, msg, method_map, name, fd, NULL, error);
 }
 
 /* Turns "file:///p%20q" (percent-decoded) or "/p q" (taken as it is) into an absolute path.
@@ -156,13 +181,15 @@ static int method_map_uri(sd_bus_message *msg, void *userdata, sd_bus_error *err
                 return sd_bus_error_setf(error, FUSELOOP_ERROR_INVALID_SOURCE,
                                          "Invalid source '%.*s': use an absolute path or file:///path.", QUOTE_MAX, uri);
 
-        return map_common(userdata, msg, method_map_uri, name, -EBADF, path, "map paths opened by fuseloopd", error);
+        return map_common(userdata, msg, method_map_uri, name, -EBADF, path, error);
 }
 
 /* Unmaps what (a name or "/dev/loopN"); handler is the method to run again after authorization. */
 static int unmap_common(Manager *manager, sd_bus_message *msg, sd_bus_message_handler_t handler, const char *what,
                         sd_bus_error *error) {
         UnmapOptions o = {};
+        AuthRequest req;
+        char owner[16];
         bool by_device;
         Mapping *m;
         int r;
@@ -175,10 +202,6 @@ static int unmap_common(Manager *manager, sd_bus_message *msg, sd_bus_message_ha
         if (!by_device && !mapping_name_is_valid(what))
                 return reply_invalid_name(error, what);
 
-        r = bus_authorize(manager, msg, "unmap", handler, manager, NULL, error);
-        if (r <= 0)
-                return r < 0 ? r : 1;
-
         m = by_device ? manager_find_mapping_by_device(manager, what) : manager_find_mapping(manager, what);
         if (!m) {
                 if (by_device)
@@ -186,6 +209,18 @@ static int unmap_common(Manager *manager, sd_bus_message *msg, sd_bus_message_ha
                                                  what);
                 return sd_bus_error_setf(error, FUSELOOP_ERROR_NOT_FOUND, "No mapping named '%s'.", what);
         }
+
+        /* The owner may unmap without asking; everyone else needs unmap-other. */
+        (void) snprintf(owner, sizeof(owner), "%u", (unsigned) m->owner_uid);
+        req = (AuthRequest) {
+                .action = FUSELOOP_POLKIT_UNMAP_OTHER,
+                .what = "unmap mappings made by other users",
+                .owner = m->owner_uid,
+                .details = { "name", m->name, "owner", owner, NULL },
+        };
+        r = polkit_authorize(manager, msg, &req, handler, manager, NULL, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
 
         mapping_unmap(m, o.lazy, msg, FUSELOOP_REASON_UNMAPPED);
         return 1;

@@ -1,22 +1,30 @@
 /* The daemon's state: the event loop, the bus connection, the worker, the io ring, the udev
  * monitor and every mapping. */
 #include <errno.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <systemd/sd-daemon.h>
 
-#include "bus-auth.h"
 #include "bus-names.h"
 #include "log.h"
 #include "macro.h"
 #include "manager.h"
 #include "mapping.h"
+#include "polkit.h"
 #include "run-dir.h"
 #include "util.h"
 
 #define RECONNECT_MAX_USEC (10ULL * 1000000ULL)
+#define USEC_PER_SEC 1000000ULL
+
+typedef struct DeferredCall {
+        struct DeferredCall *next;
+        sd_bus_message *call;
+        sd_bus_message_handler_t handler;
+} DeferredCall;
 
 static void on_block_event(const char *action, dev_t devnum, uint64_t seqnum, void *userdata) {
         Manager *m = userdata;
@@ -60,6 +68,9 @@ int manager_new(const char *run_dir, Manager **ret) {
         m = calloc(1, sizeof(*m));
         if (!m)
                 return log_oom();
+
+        m->idle_timeout_usec = FUSELOOP_DEFAULT_IDLE_TIMEOUT_SEC * USEC_PER_SEC;
+        m->user_quota = FUSELOOP_DEFAULT_USER_QUOTA;
 
         m->run_dir = strdup(run_dir);
         if (!m->run_dir) {
@@ -126,6 +137,19 @@ fail:
         return r;
 }
 
+/* Refuses every deferred call with error (or drops them without reply when NULL). */
+static void manager_flush_deferred(Manager *m, const sd_bus_error *error) {
+        while (m->deferred) {
+                DeferredCall *d = m->deferred;
+
+                m->deferred = d->next;
+                if (error)
+                        (void) sd_bus_reply_method_error(d->call, error);
+                sd_bus_message_unref(d->call);
+                free(d);
+        }
+}
+
 Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
@@ -133,7 +157,10 @@ Manager *manager_free(Manager *m) {
         /* Mappings are gone by now (manager_run() returns only then), unless start-up failed
          * before any existed. */
         sd_event_source_disable_unref(m->reconnect_timer);
-        bus_auth_flush(m);
+        sd_event_source_disable_unref(m->idle_timer);
+        sd_bus_slot_unref(m->idle_slot);
+        manager_flush_deferred(m, NULL);
+        polkit_flush(m);
         sd_bus_flush_close_unref(m->bus);
         block_monitor_free(m->monitor);
         io_ring_free(m->ring);
@@ -145,6 +172,164 @@ Manager *manager_free(Manager *m) {
 }
 
 static int manager_connect_bus(Manager *m);
+
+void manager_rerun_call(sd_bus_message *call, sd_bus_message_handler_t handler, void *userdata) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        int r;
+
+        sd_bus_message_ref(call);
+        r = sd_bus_message_rewind(call, true);
+        if (r >= 0)
+                r = handler(call, userdata, &error);
+        if (r < 0) {
+                if (sd_bus_error_is_set(&error))
+                        (void) sd_bus_reply_method_error(call, &error);
+                else
+                        (void) sd_bus_reply_method_errno(call, r, NULL);
+        }
+        sd_bus_message_unref(call);
+}
+
+bool manager_defer_call(Manager *m, sd_bus_message *call, sd_bus_message_handler_t handler) {
+        DeferredCall *d, **tail;
+
+        if (!m->idle_exiting)
+                return false;
+
+        d = calloc(1, sizeof(*d));
+        if (!d)
+                return false;  /* serve it now rather than lose it */
+        d->call = sd_bus_message_ref(call);
+        d->handler = handler;
+        for (tail = &m->deferred; *tail; tail = &(*tail)->next)
+                ;
+        *tail = d;
+        return true;
+}
+
+static int on_idle_timer(sd_event_source *s, uint64_t usec, void *userdata);
+
+/* (Re)starts the idle countdown: called for every incoming call and when the last mapping went. */
+static void manager_arm_idle_timer(Manager *m) {
+        uint64_t now;
+        int r;
+
+        if (m->idle_timeout_usec == 0 || !m->ready || m->shutting_down || m->idle_exiting)
+                return;
+
+        r = sd_event_now(m->event, CLOCK_MONOTONIC, &now);
+        if (r < 0)
+                return;
+
+        if (m->idle_timer) {
+                r = sd_event_source_set_time(m->idle_timer, now + m->idle_timeout_usec);
+                if (r >= 0)
+                        r = sd_event_source_set_enabled(m->idle_timer, SD_EVENT_ONESHOT);
+        } else
+                r = sd_event_add_time(m->event, &m->idle_timer, CLOCK_MONOTONIC, now + m->idle_timeout_usec,
+                                      USEC_PER_SEC / 10, on_idle_timer, m);
+        if (r < 0)
+                log_warning_errno(r, "Failed to arm the idle timer: %m, ignoring");
+}
+
+static int on_bus_message(sd_bus_message *msg, void *userdata, sd_bus_error *error _unused_) {
+        Manager *m = userdata;
+        uint8_t type;
+
+        if (sd_bus_message_get_type(msg, &type) >= 0 && type == SD_BUS_MESSAGE_METHOD_CALL)
+                manager_arm_idle_timer(m);
+        return 0;  /* let it be dispatched */
+}
+
+static void manager_idle_exit(Manager *m) {
+        log_info("No mappings and no calls for %" PRIu64 " s, exiting.", m->idle_timeout_usec / (uint64_t) USEC_PER_SEC);
+        (void) sd_notify(false, "STOPPING=1\nSTATUS=Idle, exiting.");
+        (void) sd_event_exit(m->event, 0);
+}
+
+static int on_name_taken_back(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error _unused_) {
+        Manager *m = userdata;
+        const sd_bus_error *e = sd_bus_message_get_error(reply);
+        uint32_t ret = 0;
+
+        m->idle_slot = sd_bus_slot_unref(m->idle_slot);
+        if (e || sd_bus_message_read(reply, "u", &ret) < 0 || (ret != 1 && ret != 4)) {
+                const sd_bus_error refused = SD_BUS_ERROR_MAKE_CONST(
+                        FUSELOOP_ERROR_SETUP_FAILED, "fuseloopd was exiting for idleness and another instance took "
+                                                     "over; call again.");
+
+                log_warning("Cannot take the bus name %s back after releasing it for idleness: %s.", FUSELOOP_BUS_NAME,
+                            e ? e->message : "owned by another instance");
+                manager_flush_deferred(m, &refused);
+                manager_idle_exit(m);
+                return 0;
+        }
+
+        log_info("Calls arrived while exiting for idleness; serving on.");
+        m->idle_exiting = false;
+        while (m->deferred) {
+                DeferredCall *d = m->deferred;
+
+                m->deferred = d->next;
+                manager_rerun_call(d->call, d->handler, m);
+                sd_bus_message_unref(d->call);
+                free(d);
+        }
+        manager_arm_idle_timer(m);
+        return 0;
+}
+
+static int on_name_released(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error _unused_) {
+        Manager *m = userdata;
+        int r;
+
+        /* Every call the bus routed to us before it released the name arrived before this reply. */
+        m->idle_slot = sd_bus_slot_unref(m->idle_slot);
+        if (!m->deferred && m->n_mappings == 0 && !polkit_pending(m)) {
+                manager_idle_exit(m);
+                return 0;
+        }
+
+        r = sd_bus_request_name_async(sd_bus_message_get_bus(reply), &m->idle_slot, FUSELOOP_BUS_NAME, 0,
+                                      on_name_taken_back, m);
+        if (r < 0) {
+                const sd_bus_error refused = SD_BUS_ERROR_MAKE_CONST(FUSELOOP_ERROR_SETUP_FAILED,
+                                                                     "fuseloopd is exiting; call again.");
+
+                log_error_errno(r, "Failed to take the bus name back: %m");
+                manager_flush_deferred(m, &refused);
+                if (m->n_mappings == 0)
+                        manager_idle_exit(m);
+        }
+        return 0;
+}
+
+static int on_idle_timer(sd_event_source *s _unused_, uint64_t usec _unused_, void *userdata) {
+        Manager *m = userdata;
+        int r;
+
+        if (m->n_mappings > 0 || polkit_pending(m) || m->shutting_down) {
+                manager_arm_idle_timer(m);  /* look again later */
+                return 0;
+        }
+
+        if (!m->bus) {
+                manager_idle_exit(m);
+                return 0;
+        }
+
+        /* Give up the name first, so that a call from now on starts a new instance, then exit
+         * unless calls came in meanwhile. */
+        m->idle_exiting = true;
+        r = sd_bus_call_method_async(m->bus, &m->idle_slot, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                     "org.freedesktop.DBus", "ReleaseName", on_name_released, m, "s",
+                                     FUSELOOP_BUS_NAME);
+        if (r < 0) {
+                log_warning_errno(r, "Failed to release the bus name: %m");
+                manager_idle_exit(m);
+        }
+        return 0;
+}
 
 static int on_reconnect_timer(sd_event_source *s _unused_, uint64_t usec _unused_, void *userdata) {
         Manager *m = userdata;
@@ -218,6 +403,10 @@ static int manager_connect_bus(Manager *m) {
         if (r < 0)
                 return r;
 
+        r = sd_bus_add_filter(bus, NULL, on_bus_message, m);
+        if (r < 0)
+                return r;
+
         r = sd_bus_match_signal_async(bus, NULL, "org.freedesktop.DBus.Local", "/org/freedesktop/DBus/Local",
                                       "org.freedesktop.DBus.Local", "Disconnected", on_bus_disconnected, NULL, m);
         if (r < 0)
@@ -262,6 +451,7 @@ int manager_startup(Manager *m) {
         (void) sd_notify(false, "READY=1");
         manager_update_status(m);
         log_info("fuseloopd " FUSELOOP_VERSION " ready on %s (run directory '%s').", FUSELOOP_BUS_NAME, m->run_dir);
+        manager_arm_idle_timer(m);
         return 0;
 }
 
@@ -328,6 +518,8 @@ void manager_update_status(Manager *m) {
 
         if (!m->shutting_down) {
                 (void) sd_notifyf(false, "STATUS=Serving %u mapping%s.", m->n_mappings, m->n_mappings == 1 ? "" : "s");
+                if (m->n_mappings == 0)
+                        manager_arm_idle_timer(m);
                 return;
         }
 

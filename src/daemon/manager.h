@@ -3,6 +3,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
@@ -23,6 +24,16 @@ typedef struct Manager {
         char *run_dir;
 
         struct AuthQuery *auth_queries;  /* bus calls waiting for their authorization */
+
+        /* Idle exit: with no mappings and no calls for idle_timeout_usec (0: never), the name is
+         * released and the daemon exits; bus activation starts it again. */
+        uint64_t idle_timeout_usec;
+        sd_event_source *idle_timer;
+        sd_bus_slot *idle_slot;      /* ReleaseName, or RequestName to take it back */
+        bool idle_exiting;           /* the name is being released: Map calls wait */
+        struct DeferredCall *deferred;
+
+        unsigned user_quota;         /* most mappings a non-root uid may have */
 
         Mapping *mappings;           /* all mappings, in creation order */
         unsigned n_mappings;
@@ -54,6 +65,15 @@ void manager_remove_mapping(Manager *m, Mapping *mapping);
 
 /* Recomputes sd_notify STATUS= and, during shutdown, exits once nothing is left. */
 void manager_update_status(Manager *m);
+
+/* Runs a bus method handler again from the top for call (after an answer it waited for), and
+ * sends its error return as the reply. */
+void manager_rerun_call(sd_bus_message *call, sd_bus_message_handler_t handler, void *userdata);
+
+/* While the daemon gives up its name to exit for idleness, calls that would create a mapping
+ * wait: returns true if call was kept, to run again once the name is back (or to be refused if
+ * another instance took it). */
+bool manager_defer_call(Manager *m, sd_bus_message *call, sd_bus_message_handler_t handler);
 
 /* Installs the bus vtables (bus-manager.c, bus-mapping.c) on m->bus. */
 int bus_manager_register(Manager *m);

@@ -1,15 +1,31 @@
 /* Authorization of bus calls that change mappings, without ever waiting on the loop thread.
  *
- * A handler asks bus_authorize(); the first time a query to the bus starts and the handler
- * returns; when the answer arrives the handler runs again from the top with the same message and
- * finds the finished query. Handlers validate their arguments before they authorize, so the second
- * run reaches the same point. */
+ * A handler asks polkit_authorize(). A query for its message goes through up to two lookups on
+ * the bus: the caller's uid (GetConnectionUnixUser), then, unless the caller is root or the
+ * mapping's owner, polkit's CheckAuthorization. After each answer the handler runs again from the
+ * top with the same message and finds the query a step further. */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
-#include "bus-auth.h"
 #include "log.h"
 #include "macro.h"
+#include "polkit.h"
+#include "util.h"
+
+/* polkit may wait for the user to type a password; without that it answers at once. */
+#define POLKIT_TIMEOUT_USEC             (25ULL * 1000000ULL)
+#define POLKIT_INTERACTIVE_TIMEOUT_USEC (300ULL * 1000000ULL)
+
+/* CheckAuthorization() flags */
+#define POLKIT_CHECK_ALLOW_USER_INTERACTION 1u
+
+typedef enum AuthStage {
+        AUTH_UID_PENDING,       /* asking the bus for the caller's uid */
+        AUTH_UID_KNOWN,
+        AUTH_POLKIT_PENDING,    /* asking polkit */
+        AUTH_POLKIT_DONE,
+} AuthStage;
 
 struct AuthQuery {
         Manager *manager;
@@ -18,10 +34,13 @@ struct AuthQuery {
         sd_bus_message_handler_t handler;
         void *userdata;
         sd_bus_slot *slot;
-        bool done;
-        int error;       /* the lookup failed */
-        char *error_message;
+        AuthStage stage;
+        int error;              /* the uid lookup failed */
         uid_t uid;
+        bool authorized;        /* polkit's answer */
+        bool challenge;
+        char *error_name;       /* polkit could not be asked */
+        char *error_message;
 };
 
 static AuthQuery *auth_query_free(AuthQuery *q) {
@@ -29,6 +48,7 @@ static AuthQuery *auth_query_free(AuthQuery *q) {
                 return NULL;
         sd_bus_slot_unref(q->slot);
         sd_bus_message_unref(q->call);
+        free(q->error_name);
         free(q->error_message);
         free(q);
         return NULL;
@@ -43,6 +63,11 @@ static void auth_query_unlink(AuthQuery *q) {
                 }
 }
 
+static AuthQuery *auth_query_drop(AuthQuery *q) {
+        auth_query_unlink(q);
+        return auth_query_free(q);
+}
+
 /* Compares pointers only: q may have been freed already. */
 static bool auth_query_linked(Manager *m, const AuthQuery *q) {
         for (AuthQuery *i = m->auth_queries; i; i = i->next)
@@ -51,49 +76,151 @@ static bool auth_query_linked(Manager *m, const AuthQuery *q) {
         return false;
 }
 
-static int on_uid_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error _unused_) {
-        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
-        AuthQuery *q = userdata;
+static void auth_query_set_error(AuthQuery *q, const sd_bus_error *e) {
+        free(q->error_name);
+        free(q->error_message);
+        q->error_name = strdup(e && e->name ? e->name : SD_BUS_ERROR_FAILED);
+        q->error_message = e && e->message ? strdup(e->message) : NULL;
+}
+
+/* Runs the method again from the top after an answer arrived. The handler takes the query's
+ * result (and frees it) or starts the next lookup; a handler that stopped earlier (the mapping
+ * went away meanwhile) leaves the query behind, which is dropped here. */
+static void auth_query_rerun(AuthQuery *q) {
         Manager *m = q->manager;
-        sd_bus_message *call;
+
+        manager_rerun_call(q->call, q->handler, q->userdata);
+        if (auth_query_linked(m, q) && !q->slot)
+                auth_query_drop(q);
+}
+
+static int on_uid_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error _unused_) {
+        AuthQuery *q = userdata;
         uint32_t uid;
-        int r;
 
-        q->done = true;
         q->slot = sd_bus_slot_unref(q->slot);
+        q->stage = AUTH_UID_KNOWN;
         if (sd_bus_message_is_method_error(reply, NULL)) {
-                const sd_bus_error *e = sd_bus_message_get_error(reply);
-
                 q->error = -EACCES;
-                q->error_message = e && e->message ? strdup(e->message) : NULL;
+                auth_query_set_error(q, sd_bus_message_get_error(reply));
         } else if (sd_bus_message_read(reply, "u", &uid) < 0)
                 q->error = -EBADMSG;
         else
                 q->uid = (uid_t) uid;
 
-        /* Run the method again from the top; it takes the answer and unlinks the query. */
-        call = sd_bus_message_ref(q->call);
-        r = sd_bus_message_rewind(call, true);
-        if (r >= 0)
-                r = q->handler(call, q->userdata, &error);
-        if (r < 0) {
-                if (sd_bus_error_is_set(&error))
-                        (void) sd_bus_reply_method_error(call, &error);
-                else
-                        (void) sd_bus_reply_method_errno(call, r, NULL);
-        }
-        sd_bus_message_unref(call);
-
-        /* A handler that did not get as far as asking again leaves the query behind. */
-        if (auth_query_linked(m, q)) {
-                auth_query_unlink(q);
-                auth_query_free(q);
-        }
+        auth_query_rerun(q);
         return 0;
 }
 
-int bus_authorize(Manager *m, sd_bus_message *call, const char *what, sd_bus_message_handler_t handler,
-                  void *userdata, uid_t *ret_uid, sd_bus_error *error) {
+static int on_polkit_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error _unused_) {
+        AuthQuery *q = userdata;
+        int authorized, challenge, r;
+
+        q->slot = sd_bus_slot_unref(q->slot);
+        q->stage = AUTH_POLKIT_DONE;
+        if (sd_bus_message_is_method_error(reply, NULL))
+                auth_query_set_error(q, sd_bus_message_get_error(reply));
+        else {
+                r = sd_bus_message_enter_container(reply, 'r', "bba{ss}");
+                if (r >= 0)
+                        r = sd_bus_message_read(reply, "bb", &authorized, &challenge);
+                if (r < 0) {
+                        const sd_bus_error e = SD_BUS_ERROR_MAKE_CONST(SD_BUS_ERROR_INVALID_ARGS,
+                                                                       "polkit sent a malformed reply");
+
+                        auth_query_set_error(q, &e);
+                } else {
+                        q->authorized = authorized;
+                        q->challenge = challenge;
+                }
+        }
+
+        auth_query_rerun(q);
+        return 0;
+}
+
+static int polkit_check_start(AuthQuery *q, const AuthRequest *req) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *msg = NULL;
+        sd_bus *bus = sd_bus_message_get_bus(q->call);
+        bool interactive = sd_bus_message_get_allow_interactive_authorization(q->call) > 0;
+        int r;
+
+        r = sd_bus_message_new_method_call(bus, &msg, "org.freedesktop.PolicyKit1", "/org/freedesktop/PolicyKit1/Authority",
+                                           "org.freedesktop.PolicyKit1.Authority", "CheckAuthorization");
+        if (r < 0)
+                return r;
+
+        /* The subject is the caller's connection: polkit looks up its uid and process itself. */
+        r = sd_bus_message_append(msg, "(sa{sv})s", "system-bus-name", 1, "name", "s", sd_bus_message_get_sender(q->call),
+                                  req->action);
+        if (r < 0)
+                return r;
+
+        r = sd_bus_message_open_container(msg, 'a', "{ss}");
+        if (r < 0)
+                return r;
+        for (size_t i = 0; req->details[i] && req->details[i + 1]; i += 2) {
+                r = sd_bus_message_append(msg, "{ss}", req->details[i], req->details[i + 1]);
+                if (r < 0)
+                        return r;
+        }
+        r = sd_bus_message_close_container(msg);
+        if (r < 0)
+                return r;
+
+        r = sd_bus_message_append(msg, "us", interactive ? POLKIT_CHECK_ALLOW_USER_INTERACTION : 0u, "");
+        if (r < 0)
+                return r;
+
+        r = sd_bus_call_async(bus, &q->slot, msg, on_polkit_reply, q,
+                              interactive ? POLKIT_INTERACTIVE_TIMEOUT_USEC : POLKIT_TIMEOUT_USEC);
+        if (r < 0)
+                return r;
+
+        q->stage = AUTH_POLKIT_PENDING;
+        return 0;
+}
+
+/* Turns a finished query into the decision and frees it. */
+static int auth_query_decide(AuthQuery *q, const AuthRequest *req, uid_t *ret_uid, sd_bus_error *error) {
+        _cleanup_(freep) char *ename = TAKE_PTR(q->error_name), *emsg = TAKE_PTR(q->error_message);
+        uid_t uid = q->uid;
+        bool authorized = q->authorized, challenge = q->challenge;
+        int e = q->error;
+
+        auth_query_drop(q);
+
+        if (e < 0)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
+                                         "Permission denied: cannot identify the caller%s%s.", emsg ? ": " : "",
+                                         emsg ?: "");
+        if (ename) {
+                log_warning("Cannot ask polkit whether uid %u may %s: %s: %s", (unsigned) uid, req->what, ename,
+                            emsg ?: "no message");
+                return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
+                                         "Permission denied: authorization cannot be checked because polkit is not "
+                                         "available (%s%s%s).",
+                                         ename, emsg ? ": " : "", emsg ?: "");
+        }
+        if (!authorized && challenge)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED,
+                                         "Authentication is required to %s (polkit action %s), but the call does "
+                                         "not allow interactive authorization.",
+                                         req->what, req->action);
+        if (!authorized) {
+                log_info("polkit does not allow uid %u to %s (%s).", (unsigned) uid, req->what, req->action);
+                return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
+                                         "Permission denied: uid %u may not %s (polkit action %s).", (unsigned) uid,
+                                         req->what, req->action);
+        }
+
+        if (ret_uid)
+                *ret_uid = uid;
+        return 1;
+}
+
+int polkit_authorize(Manager *m, sd_bus_message *call, const AuthRequest *req, sd_bus_message_handler_t handler,
+                     void *userdata, uid_t *ret_uid, sd_bus_error *error) {
         AuthQuery *q;
         int r;
 
@@ -101,56 +228,69 @@ int bus_authorize(Manager *m, sd_bus_message *call, const char *what, sd_bus_mes
                 if (q->call == call)
                         break;
 
-        if (q && q->done) {
-                uid_t uid = q->uid;
-                int e = q->error;
-                _cleanup_(freep) char *msg = TAKE_PTR(q->error_message);
+        if (!q) {
+                q = calloc(1, sizeof(*q));
+                if (!q)
+                        return -ENOMEM;
+                *q = (AuthQuery) {
+                        .manager = m,
+                        .call = sd_bus_message_ref(call),
+                        .handler = handler,
+                        .userdata = userdata,
+                        .stage = AUTH_UID_PENDING,
+                };
 
-                auth_query_unlink(q);
-                auth_query_free(q);
+                r = sd_bus_call_method_async(sd_bus_message_get_bus(call), &q->slot, "org.freedesktop.DBus",
+                                             "/org/freedesktop/DBus", "org.freedesktop.DBus", "GetConnectionUnixUser",
+                                             on_uid_reply, q, "s", sd_bus_message_get_sender(call));
+                if (r < 0) {
+                        auth_query_free(q);
+                        return r;
+                }
 
-                if (e < 0)
-                        return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
-                                                 "Permission denied: cannot identify the caller%s%s.",
-                                                 msg ? ": " : "", msg ?: "");
-                if (uid != 0)
-                        return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
-                                                 "Permission denied: only root may %s.", what);
-                if (ret_uid)
-                        *ret_uid = uid;
-                return 1;
-        }
-        if (q)
-                return 0;  /* still waiting */
-
-        q = calloc(1, sizeof(*q));
-        if (!q)
-                return -ENOMEM;
-        *q = (AuthQuery) {
-                .manager = m,
-                .call = sd_bus_message_ref(call),
-                .handler = handler,
-                .userdata = userdata,
-        };
-
-        r = sd_bus_call_method_async(sd_bus_message_get_bus(call), &q->slot, "org.freedesktop.DBus",
-                                     "/org/freedesktop/DBus", "org.freedesktop.DBus", "GetConnectionUnixUser",
-                                     on_uid_reply, q, "s", sd_bus_message_get_sender(call));
-        if (r < 0) {
-                auth_query_free(q);
-                return r;
+                q->next = m->auth_queries;
+                m->auth_queries = q;
+                return 0;
         }
 
-        q->next = m->auth_queries;
-        m->auth_queries = q;
-        return 0;
+        switch (q->stage) {
+        case AUTH_UID_PENDING:
+        case AUTH_POLKIT_PENDING:
+                return 0;
+
+        case AUTH_UID_KNOWN:
+        case AUTH_POLKIT_DONE:
+                if (q->error < 0)
+                        return auth_query_decide(q, req, ret_uid, error);
+                /* The owner is looked up on every run: the mapping may have changed meanwhile. */
+                if (q->uid == 0 || q->uid == req->owner) {
+                        if (ret_uid)
+                                *ret_uid = q->uid;
+                        auth_query_drop(q);
+                        return 1;
+                }
+                if (q->stage == AUTH_POLKIT_DONE)
+                        return auth_query_decide(q, req, ret_uid, error);
+
+                r = polkit_check_start(q, req);
+                if (r < 0) {
+                        const sd_bus_error e = SD_BUS_ERROR_MAKE_CONST(SD_BUS_ERROR_FAILED, "cannot send the query");
+
+                        log_debug_errno(r, "Failed to ask polkit: %m");
+                        auth_query_set_error(q, &e);
+                        return auth_query_decide(q, req, ret_uid, error);
+                }
+                return 0;
+        }
+
+        return -EINVAL;
 }
 
-void bus_auth_flush(Manager *m) {
-        while (m->auth_queries) {
-                AuthQuery *q = m->auth_queries;
+bool polkit_pending(Manager *m) {
+        return m->auth_queries;
+}
 
-                m->auth_queries = q->next;
-                auth_query_free(q);
-        }
+void polkit_flush(Manager *m) {
+        while (m->auth_queries)
+                auth_query_drop(m->auth_queries);
 }

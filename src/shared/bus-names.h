@@ -18,10 +18,11 @@
 #define FUSELOOP_ERROR_NO_FREE_LOOP     FUSELOOP_ERROR_PREFIX "NoFreeLoopDevice"
 #define FUSELOOP_ERROR_SETUP_FAILED     FUSELOOP_ERROR_PREFIX "SetupFailed"
 #define FUSELOOP_ERROR_TIMEOUT          FUSELOOP_ERROR_PREFIX "Timeout"
+#define FUSELOOP_ERROR_QUOTA_EXCEEDED   FUSELOOP_ERROR_PREFIX "QuotaExceeded"
 
+/* polkit actions; the owner of a mapping and root need none to unmap it. */
 #define FUSELOOP_POLKIT_MAP             "org.proxmox.fuseloop.map"
 #define FUSELOOP_POLKIT_MAP_URI         "org.proxmox.fuseloop.map-uri"
-#define FUSELOOP_POLKIT_UNMAP           "org.proxmox.fuseloop.unmap"
 #define FUSELOOP_POLKIT_UNMAP_OTHER     "org.proxmox.fuseloop.unmap-other"
 
 /* Map options (a{sv} keys) and their D-Bus types. */
@@ -45,3 +46,7 @@
 
 #define FUSELOOP_NAME_MAX               128
 #define FUSELOOP_DEFAULT_RUN_DIR        "/run/fuseloopd"
+#define FUSELOOP_DEFAULT_IDLE_TIMEOUT_SEC 30u
+#define FUSELOOP_DEFAULT_USER_QUOTA     16u
+/* Each mapping costs fds, a loop device and kernel memory: bound what callers can make us hold. */
+#define FUSELOOP_MAPPINGS_MAX           4096u
