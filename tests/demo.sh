@@ -208,13 +208,14 @@ if has_owner; then
 fi
 daemon_log=$tmp/fuseloopd.log
 [ -e "$RUN_DIR" ] || run_dir_made=1
+# --idle-timeout 0: the demo stops the daemon itself at the end.
 # setsid: Ctrl-C reaches this script only, whose cleanup unmaps before it stops
 # the daemon. In a non-interactive script setsid does not fork, so $! is the
 # daemon.
-setsid "$BUILD/fuseloopd" --log-level info </dev/null >"$daemon_log" 2>&1 8>&- &
+setsid "$BUILD/fuseloopd" --log-level info --idle-timeout 0 </dev/null >"$daemon_log" 2>&1 8>&- &
 daemon_pid=$!
 daemon_start=$(starttime "$daemon_pid") || die "fuseloopd exited at once"
-printf '+ %s/fuseloopd --log-level info  (pid %s, log %s)\n' "$BUILD" "$daemon_pid" "$daemon_log"
+printf '+ %s/fuseloopd --log-level info --idle-timeout 0  (pid %s, log %s)\n' "$BUILD" "$daemon_pid" "$daemon_log"
 deadline=$(( SECONDS + 30 ))
 until has_owner; do
     daemon_alive || die "fuseloopd exited before it owned $BUS_NAME"
