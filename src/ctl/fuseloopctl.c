@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -40,20 +41,24 @@ enum {
         ARG_BIND,
         ARG_LAZY,
         ARG_NO_LEGEND,
+        ARG_NO_ASK_PASSWORD,
 };
 #define ARG_BIT(a) (1u << ((a) - ARG_VERSION))
+/* Options every verb accepts. */
+#define ARG_GLOBAL ARG_BIT(ARG_NO_ASK_PASSWORD)
 
 static const struct option options[] = {
-        { "help",        no_argument,       NULL, 'h'             },
-        { "version",     no_argument,       NULL, ARG_VERSION     },
-        { "partscan",    no_argument,       NULL, ARG_PARTSCAN    },
-        { "offset",      required_argument, NULL, ARG_OFFSET      },
-        { "size",        required_argument, NULL, ARG_SIZE        },
-        { "sector-size", required_argument, NULL, ARG_SECTOR_SIZE },
-        { "direct-io",   required_argument, NULL, ARG_DIRECT_IO   },
-        { "bind",        no_argument,       NULL, ARG_BIND        },
-        { "lazy",        no_argument,       NULL, ARG_LAZY        },
-        { "no-legend",   no_argument,       NULL, ARG_NO_LEGEND   },
+        { "help",            no_argument,       NULL, 'h'                 },
+        { "version",         no_argument,       NULL, ARG_VERSION         },
+        { "partscan",        no_argument,       NULL, ARG_PARTSCAN        },
+        { "offset",          required_argument, NULL, ARG_OFFSET          },
+        { "size",            required_argument, NULL, ARG_SIZE            },
+        { "sector-size",     required_argument, NULL, ARG_SECTOR_SIZE     },
+        { "direct-io",       required_argument, NULL, ARG_DIRECT_IO       },
+        { "bind",            no_argument,       NULL, ARG_BIND            },
+        { "lazy",            no_argument,       NULL, ARG_LAZY            },
+        { "no-legend",       no_argument,       NULL, ARG_NO_LEGEND       },
+        { "no-ask-password", no_argument,       NULL, ARG_NO_ASK_PASSWORD },
         {}
 };
 
@@ -62,6 +67,7 @@ static uint64_t arg_offset;
 static uint64_t arg_size;
 static uint32_t arg_sector_size;
 static bool arg_direct_io;
+static bool arg_ask_password = true;
 
 /* Prints one "fuseloopctl: ..." line on stderr, with %m standing for error. Returns -abs(error),
  * or -EINVAL when error is 0, so callers can return it. */
@@ -79,11 +85,14 @@ static int error_errno(int error, const char *fmt, ...) {
         return error > 0 ? -error : -EINVAL;
 }
 
-/* Reports a failed bus call. Our API's errors carry a complete message that quotes the bad input,
- * so it stands alone; anything else (standard, errno-mapped or local errors) gets context. */
-_printf_(3, 4)
-static int bus_error_report(const sd_bus_error *error, int r, const char *fmt, ...) {
-        char context[512];
+/* Reports a failed bus call on one line. Our API's errors carry a complete message that quotes the
+ * bad input, so it stands alone; anything else (standard, errno-mapped or local errors) gets
+ * context. A refusal by polkit also says which action the call needs (polkit_action, NULL for
+ * calls that need none), because that is what an administrator grants with a polkit rule. */
+_printf_(4, 5)
+static int bus_error_report(const sd_bus_error *error, int r, const char *polkit_action,
+                            const char *fmt, ...) {
+        char context[512], hint[384] = "";
         va_list ap;
 
         if (r >= 0)
@@ -93,13 +102,22 @@ static int bus_error_report(const sd_bus_error *error, int r, const char *fmt, .
             startswith(error->name, FUSELOOP_ERROR_PREFIX))
                 return error_errno(r, "%s", error->message);
 
+        if (polkit_action &&
+            sd_bus_error_has_name(error, SD_BUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED))
+                (void) snprintf(hint, sizeof(hint), " (polkit action '%s' needs authentication: "
+                                "run this from a terminal without --no-ask-password, or have an "
+                                "administrator allow it with a polkit rule)", polkit_action);
+        else if (polkit_action && sd_bus_error_has_name(error, SD_BUS_ERROR_ACCESS_DENIED))
+                (void) snprintf(hint, sizeof(hint), " (this needs polkit action '%s', which an "
+                                "administrator can allow with a polkit rule)", polkit_action);
+
         va_start(ap, fmt);
         (void) vsnprintf(context, sizeof(context), fmt, ap);
         va_end(ap);
 
         if (sd_bus_error_is_set(error) && error->message)
-                return error_errno(r, "%s: %s", context, error->message);
-        return error_errno(r, "%s: %m", context);
+                return error_errno(r, "%s: %s%s", context, error->message, hint);
+        return error_errno(r, "%s: %m%s", context, hint);
 }
 
 static int bus_create_error(int r) {
@@ -118,9 +136,10 @@ static const char *yes_no(int b) {
         return b ? "yes" : "no";
 }
 
-/* Connects to the system bus (DBUS_SYSTEM_BUS_ADDRESS is honoured) and lets the daemon ask polkit
- * for interactive authorization on our calls. Returns 0 and the connection, or -errno after
- * reporting it. */
+/* Connects to the system bus (DBUS_SYSTEM_BUS_ADDRESS is honoured). When someone can answer a
+ * password prompt (stdin is a terminal) and --no-ask-password was not given, the daemon may let
+ * polkit ask for interactive authorization on our calls; otherwise polkit must decide without
+ * asking. Returns 0 and the connection, or -errno after reporting it. */
 static int bus_connect(sd_bus **ret) {
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         int r;
@@ -130,9 +149,10 @@ static int bus_connect(sd_bus **ret) {
                 return error_errno(r, "failed to connect to the system bus: %m");
 
         /* Applies to every method call message created on this connection from now on. */
-        r = sd_bus_set_allow_interactive_authorization(bus, true);
+        r = sd_bus_set_allow_interactive_authorization(bus,
+                                                       arg_ask_password && isatty(STDIN_FILENO));
         if (r < 0)
-                return error_errno(r, "failed to allow interactive authorization: %m");
+                return error_errno(r, "failed to set interactive authorization: %m");
 
         *ret = TAKE_PTR(bus);
         return 0;
@@ -243,7 +263,7 @@ static int verb_map(char **args) {
 
         r = sd_bus_call(bus, m, CALL_TIMEOUT_USEC, &error, &reply);
         if (r < 0)
-                return bus_error_report(&error, r, "failed to map '%s'", name);
+                return bus_error_report(&error, r, FUSELOOP_POLKIT_MAP, "failed to map '%s'", name);
 
         r = sd_bus_message_read(reply, "os", &path, &device);
         if (r < 0)
@@ -284,106 +304,17 @@ static int verb_unmap(char **args) {
         if (r < 0)
                 return bus_create_error(r);
 
+        /* The owner of a mapping and root may always unmap it, so a refusal means that it is
+         * someone else's. */
         r = sd_bus_call(bus, m, CALL_TIMEOUT_USEC, &error, NULL);
         if (r < 0)
-                return bus_error_report(&error, r, "failed to unmap '%s'", target);
+                return bus_error_report(&error, r, FUSELOOP_POLKIT_UNMAP_OTHER,
+                                        "failed to unmap '%s'", target);
 
         return 0;
 }
 
-/* One line of the list table; the strings point into the reply message. */
-typedef struct ListRow {
-        const char *name, *device, *state, *source;
-        char size[FORMAT_SIZE_MAX];
-} ListRow;
-
-static int list_row_compare(const void *a, const void *b) {
-        return strcmp(((const ListRow *) a)->name, ((const ListRow *) b)->name);
-}
-
-/* list: one aligned line per mapping, sorted by name. */
-static int verb_list(char **args) {
-        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
-        _cleanup_(freep) ListRow *rows = NULL;
-        size_t n = 0, allocated = 0;
-        int wname = strlen("NAME"), wdev = strlen("DEVICE"), wsize = strlen("SIZE");
-        int wstate = strlen("STATE");
-        int r;
-
-        (void) args;
-
-        r = bus_connect(&bus);
-        if (r < 0)
-                return r;
-
-        r = sd_bus_call_method(bus, FUSELOOP_BUS_NAME, FUSELOOP_MANAGER_PATH,
-                               FUSELOOP_MANAGER_INTERFACE, "List", &error, &reply, NULL);
-        if (r < 0)
-                return bus_error_report(&error, r, "failed to list mappings");
-
-        /* Each element: name, object path, device, state, size, source. */
-        r = sd_bus_message_enter_container(reply, 'a', "(sossts)");
-        if (r < 0)
-                return bus_parse_error(r);
-
-        /* The bus bounds the reply's size, and with it this array. */
-        for (;;) {
-                const char *name, *path, *device, *state, *source;
-                uint64_t size;
-                ListRow *row;
-
-                r = sd_bus_message_read(reply, "(sossts)", &name, &path, &device, &state, &size,
-                                        &source);
-                if (r < 0)
-                        return bus_parse_error(r);
-                if (r == 0)
-                        break;
-
-                if (n >= allocated) {
-                        size_t k = MAX(allocated * 2, (size_t) 16);
-                        ListRow *p = reallocarray(rows, k, sizeof(ListRow));
-
-                        if (!p)
-                                return error_errno(ENOMEM, "out of memory");
-                        rows = p;
-                        allocated = k;
-                }
-
-                row = &rows[n++];
-                *row = (ListRow) {
-                        .name = name,
-                        .device = empty_to_dash(device),
-                        .state = empty_to_dash(state),
-                        .source = empty_to_dash(source),
-                };
-                (void) format_size(row->size, sizeof(row->size), size);
-
-                wname = MAX(wname, (int) strlen(row->name));
-                wdev = MAX(wdev, (int) strlen(row->device));
-                wsize = MAX(wsize, (int) strlen(row->size));
-                wstate = MAX(wstate, (int) strlen(row->state));
-        }
-
-        r = sd_bus_message_exit_container(reply);
-        if (r < 0)
-                return bus_parse_error(r);
-
-        if (n > 0)
-                qsort(rows, n, sizeof(ListRow), list_row_compare);
-
-        if (!(arg_given & ARG_BIT(ARG_NO_LEGEND)))
-                printf("%-*s  %-*s  %*s  %-*s  %s\n", wname, "NAME", wdev, "DEVICE", wsize, "SIZE",
-                       wstate, "STATE", "SOURCE");
-        for (size_t i = 0; i < n; i++)
-                printf("%-*s  %-*s  %*s  %-*s  %s\n", wname, rows[i].name, wdev, rows[i].device,
-                       wsize, rows[i].size, wstate, rows[i].state, rows[i].source);
-
-        return 0;
-}
-
-/* The properties of a mapping object; strings point into the GetAll reply. */
+/* The properties of a mapping object; strings point into the reply they were read from. */
 typedef struct MappingStatus {
         const char *name, *device, *backing_file, *source, *state;
         uint64_t size, offset, created_usec, bytes_read, read_requests, read_errors;
@@ -413,8 +344,8 @@ static const struct {
         { "ReadErrors",    "t", offsetof(MappingStatus, read_errors)    },
 };
 
-/* Reads the a{sv} of a GetAll reply into *st; properties we do not know are skipped. Returns 0 or
- * -errno after reporting it. */
+/* Reads an a{sv} of Mapping properties (a GetAll reply, or one interface of GetManagedObjects) into
+ * *st; properties we do not know are skipped. Returns 0 or -errno after reporting it. */
 static int status_parse(sd_bus_message *reply, MappingStatus *st) {
         int r;
 
@@ -461,6 +392,235 @@ static int status_parse(sd_bus_message *reply, MappingStatus *st) {
         r = sd_bus_message_exit_container(reply);
         if (r < 0)
                 return bus_parse_error(r);
+
+        return 0;
+}
+
+/* Formats the owner of a mapping: the user name of uid, or the decimal uid when there is no passwd
+ * entry. A failed lookup (say, an unreachable directory service) is treated like a missing entry:
+ * it must not fail a listing. Returns 1 (a name) or 0 (a number) and a malloc()ed string in
+ * *ret, or -ENOMEM. */
+static int owner_format(uid_t uid, char **ret) {
+        _cleanup_(freep) char *buf = NULL;
+        struct passwd pw, *result = NULL;
+        size_t len = 1024;
+        char *s;
+        int r;
+
+        /* getpwuid_r() asks for a bigger buffer with ERANGE; a passwd entry is small, so give up
+         * at 1 MiB. */
+        for (;;) {
+                char *p = realloc(buf, len);
+
+                if (!p)
+                        return -ENOMEM;
+                buf = p;
+
+                r = getpwuid_r(uid, &pw, buf, len, &result);
+                if (r != ERANGE || len >= 1024 * 1024)
+                        break;
+                len *= 2;
+        }
+
+        if (r == 0 && result && !isempty(result->pw_name)) {
+                s = strdup(result->pw_name);
+                if (!s)
+                        return -ENOMEM;
+                *ret = s;
+                return 1;
+        }
+
+        if (asprintf(&s, "%" PRIu32, (uint32_t) uid) < 0)
+                return -ENOMEM;
+        *ret = s;
+        return 0;
+}
+
+/* One line of the list table; the strings but owner point into the reply message. */
+typedef struct ListRow {
+        const char *name, *device, *state, *source;
+        char size[FORMAT_SIZE_MAX];
+        uint32_t owner_uid;
+        char *owner;
+} ListRow;
+
+/* The rows of the list table; the cleanup frees what the rows own. */
+typedef struct ListTable {
+        ListRow *rows;
+        size_t n, allocated;
+} ListTable;
+
+static void list_table_done(ListTable *t) {
+        for (size_t i = 0; i < t->n; i++)
+                free(t->rows[i].owner);
+        t->rows = mfree(t->rows);
+        t->n = t->allocated = 0;
+}
+
+static int list_row_compare(const void *a, const void *b) {
+        return strcmp(((const ListRow *) a)->name, ((const ListRow *) b)->name);
+}
+
+/* Adds the row of one mapping to t. Returns 0 or -errno after reporting it. */
+static int list_table_add(ListTable *t, const char *path, const MappingStatus *st) {
+        ListRow *row;
+        int r;
+
+        if (t->n >= t->allocated) {
+                size_t k = MAX(t->allocated * 2, (size_t) 16);
+                ListRow *p = reallocarray(t->rows, k, sizeof(ListRow));
+
+                if (!p)
+                        return error_errno(ENOMEM, "out of memory");
+                t->rows = p;
+                t->allocated = k;
+        }
+
+        row = &t->rows[t->n];
+        *row = (ListRow) {
+                /* Every mapping object has a Name; the path is only a last resort. */
+                .name = isempty(st->name) ? path : st->name,
+                .device = empty_to_dash(st->device),
+                .state = empty_to_dash(st->state),
+                .source = empty_to_dash(st->source),
+                .owner_uid = st->owner_uid,
+        };
+        (void) format_size(row->size, sizeof(row->size), st->size);
+
+        /* Most mappings share a few owners: ask the user database once per uid. */
+        for (size_t i = 0; i < t->n; i++)
+                if (t->rows[i].owner_uid == row->owner_uid) {
+                        row->owner = strdup(t->rows[i].owner);
+                        if (!row->owner)
+                                return error_errno(ENOMEM, "out of memory");
+                        break;
+                }
+        if (!row->owner) {
+                r = owner_format(row->owner_uid, &row->owner);
+                if (r < 0)
+                        return error_errno(r, "failed to format the owner of '%s': %m", row->name);
+        }
+
+        t->n++;
+        return 0;
+}
+
+/* list: one aligned line per mapping, sorted by name. The List method has no owner, so all
+ * columns come from the mapping objects' properties, fetched in one GetManagedObjects call. */
+static int verb_list(char **args) {
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(list_table_done) ListTable t = {};
+        int wname = strlen("NAME"), wdev = strlen("DEVICE"), wsize = strlen("SIZE");
+        int wstate = strlen("STATE"), wowner = strlen("OWNER");
+        int r;
+
+        (void) args;
+
+        r = bus_connect(&bus);
+        if (r < 0)
+                return r;
+
+        r = sd_bus_call_method(bus, FUSELOOP_BUS_NAME, FUSELOOP_MANAGER_PATH,
+                               "org.freedesktop.DBus.ObjectManager", "GetManagedObjects", &error,
+                               &reply, NULL);
+        if (r < 0)
+                return bus_error_report(&error, r, NULL, "failed to list mappings");
+
+        /* Object path -> interface -> property -> value. The bus bounds the reply's size, and
+         * with it the table. */
+        r = sd_bus_message_enter_container(reply, 'a', "{oa{sa{sv}}}");
+        if (r < 0)
+                return bus_parse_error(r);
+
+        for (;;) {
+                MappingStatus st = {};
+                bool is_mapping = false;
+                const char *path;
+
+                r = sd_bus_message_enter_container(reply, 'e', "oa{sa{sv}}");
+                if (r < 0)
+                        return bus_parse_error(r);
+                if (r == 0)
+                        break;
+
+                r = sd_bus_message_read(reply, "o", &path);
+                if (r < 0)
+                        return bus_parse_error(r);
+
+                r = sd_bus_message_enter_container(reply, 'a', "{sa{sv}}");
+                if (r < 0)
+                        return bus_parse_error(r);
+
+                /* Besides ours, sd-bus lists the standard interfaces of each object. */
+                for (;;) {
+                        const char *interface;
+
+                        r = sd_bus_message_enter_container(reply, 'e', "sa{sv}");
+                        if (r < 0)
+                                return bus_parse_error(r);
+                        if (r == 0)
+                                break;
+
+                        r = sd_bus_message_read(reply, "s", &interface);
+                        if (r < 0)
+                                return bus_parse_error(r);
+
+                        if (streq(interface, FUSELOOP_MAPPING_INTERFACE)) {
+                                r = status_parse(reply, &st);
+                                if (r < 0)
+                                        return r;
+                                is_mapping = true;
+                        } else {
+                                r = sd_bus_message_skip(reply, "a{sv}");
+                                if (r < 0)
+                                        return bus_parse_error(r);
+                        }
+
+                        r = sd_bus_message_exit_container(reply);
+                        if (r < 0)
+                                return bus_parse_error(r);
+                }
+
+                r = sd_bus_message_exit_container(reply);
+                if (r < 0)
+                        return bus_parse_error(r);
+
+                r = sd_bus_message_exit_container(reply);
+                if (r < 0)
+                        return bus_parse_error(r);
+
+                if (!is_mapping)
+                        continue;
+
+                r = list_table_add(&t, path, &st);
+                if (r < 0)
+                        return r;
+        }
+
+        r = sd_bus_message_exit_container(reply);
+        if (r < 0)
+                return bus_parse_error(r);
+
+        if (t.n > 0)
+                qsort(t.rows, t.n, sizeof(ListRow), list_row_compare);
+
+        for (size_t i = 0; i < t.n; i++) {
+                wname = MAX(wname, (int) strlen(t.rows[i].name));
+                wdev = MAX(wdev, (int) strlen(t.rows[i].device));
+                wsize = MAX(wsize, (int) strlen(t.rows[i].size));
+                wstate = MAX(wstate, (int) strlen(t.rows[i].state));
+                wowner = MAX(wowner, (int) strlen(t.rows[i].owner));
+        }
+
+        if (!(arg_given & ARG_BIT(ARG_NO_LEGEND)))
+                printf("%-*s  %-*s  %*s  %-*s  %-*s  %s\n", wname, "NAME", wdev, "DEVICE", wsize,
+                       "SIZE", wstate, "STATE", wowner, "OWNER", "SOURCE");
+        for (size_t i = 0; i < t.n; i++)
+                printf("%-*s  %-*s  %*s  %-*s  %-*s  %s\n", wname, t.rows[i].name, wdev,
+                       t.rows[i].device, wsize, t.rows[i].size, wstate, t.rows[i].state, wowner,
+                       t.rows[i].owner, t.rows[i].source);
 
         return 0;
 }
@@ -538,10 +698,11 @@ static int verb_status(char **args) {
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
-        _cleanup_(freep) char *path = NULL;
+        _cleanup_(freep) char *path = NULL, *owner = NULL;
         const char *name = args[0];
         char size[FORMAT_SIZE_MAX], created[64] = "-";
         MappingStatus st = {};
+        bool owner_named;
         int r;
 
         r = sd_bus_path_encode(FUSELOOP_MAPPING_PATH_PREFIX, name, &path);
@@ -559,12 +720,17 @@ static int verb_status(char **args) {
                 if (sd_bus_error_has_name(&error, SD_BUS_ERROR_UNKNOWN_OBJECT) ||
                     sd_bus_error_has_name(&error, SD_BUS_ERROR_UNKNOWN_INTERFACE))
                         return error_errno(ENOENT, "no mapping named '%s'", name);
-                return bus_error_report(&error, r, "failed to get status of '%s'", name);
+                return bus_error_report(&error, r, NULL, "failed to get status of '%s'", name);
         }
 
         r = status_parse(reply, &st);
         if (r < 0)
                 return r;
+
+        r = owner_format(st.owner_uid, &owner);
+        if (r < 0)
+                return error_errno(r, "failed to format the owner of '%s': %m", name);
+        owner_named = r > 0;
 
         if (st.created_usec > 0) {
                 time_t t = (time_t) (st.created_usec / UINT64_C(1000000));
@@ -586,7 +752,10 @@ static int verb_status(char **args) {
         printf("Direct I/O: %s\n", yes_no(st.direct_io));
         printf("Source: %s\n", empty_to_dash(st.source));
         printf("State: %s\n", empty_to_dash(st.state));
-        printf("Owner UID: %" PRIu32 "\n", st.owner_uid);
+        if (owner_named)
+                printf("Owner: %s (UID %" PRIu32 ")\n", owner, st.owner_uid);
+        else
+                printf("Owner: UID %" PRIu32 "\n", st.owner_uid);
         printf("Created: %s\n", created);
         printf("Bytes read: %" PRIu64 "\n", st.bytes_read);
         printf("Read requests: %" PRIu64 "\n", st.read_requests);
@@ -603,7 +772,8 @@ static void help(void) {
                "Commands:\n"
                "  map NAME SOURCE          Map SOURCE (opened by this command), print the device\n"
                "  unmap NAME|/dev/loopN    Remove a mapping\n"
-               "  list                     List mappings\n"
+               "  list                     List mappings: name, device, size, state, owner (user\n"
+               "                           name, or UID without a passwd entry), source\n"
                "  status NAME              Show the properties of a mapping\n"
                "\n"
                "Options:\n"
@@ -618,8 +788,14 @@ static void help(void) {
                "                           is unmapped when this command ends (SIGINT/SIGTERM)\n"
                "     --lazy                unmap: detach once the last user closes the device\n"
                "     --no-legend           list: omit the header line\n"
+               "     --no-ask-password     Do not let polkit ask for a password; without this\n"
+               "                           option it may ask when stdin is a terminal\n"
                "\n"
-               "BYTES takes a K, M, G or T suffix (powers of 1024).\n");
+               "BYTES takes a K, M, G or T suffix (powers of 1024).\n"
+               "\n"
+               "polkit: map needs " FUSELOOP_POLKIT_MAP ", unmap of another user's\n"
+               "mapping needs " FUSELOOP_POLKIT_UNMAP_OTHER ". root needs neither, and\n"
+               "the user who made a mapping may always unmap it.\n");
 }
 
 /* Returns 1 to go on with a verb, 0 after --help/--version, -EINVAL on a usage error (reported). */
@@ -674,6 +850,9 @@ static int parse_argv(int argc, char *argv[]) {
                 case ARG_BIND:
                 case ARG_LAZY:
                 case ARG_NO_LEGEND:
+                        break;
+                case ARG_NO_ASK_PASSWORD:
+                        arg_ask_password = false;
                         break;
                 case ':':
                         return error_errno(EINVAL, "option '%s' needs an argument",
@@ -739,7 +918,7 @@ int main(int argc, char *argv[]) {
                 return EXIT_USAGE;
         }
 
-        foreign = arg_given & ~verbs[i].options;
+        foreign = arg_given & ~(verbs[i].options | ARG_GLOBAL);
         if (foreign) {
                 for (const struct option *o = options; o->name; o++)
                         if (o->val >= ARG_VERSION && (foreign & ARG_BIT(o->val))) {
