@@ -493,6 +493,10 @@ static bool access_loop_bound(int nr) {
         return access(p, F_OK) >= 0;
 }
 
+static bool path_is_under(const char *path, const char *dir, size_t dlen) {
+        return strncmp(path, dir, dlen) == 0 && path[dlen] == '/';
+}
+
 int loop_device_detach_all_under(const char *dir) {
         size_t dlen = strlen(dir);
         struct dirent *de;
@@ -513,10 +517,31 @@ int loop_device_detach_all_under(const char *dir) {
                         continue;
                 if (loop_device_read_backing_file(nr, &backing) < 0)
                         continue;
-                if (strncmp(backing, dir, dlen) != 0 || backing[dlen] != '/')
-                        continue;
+                if (!path_is_under(backing, dir, dlen)) {
+                        /* An instance that ran in a mount namespace of its own (the systemd unit
+                         * gives it one) took its FUSE mounts along when it died: the kernel then
+                         * names the backing file "/". The file name we gave LOOP_CONFIGURE still
+                         * says whose it is. */
+                        struct loop_info64 info = {};
 
-                fd = open_loop_nr(nr, O_RDONLY);
+                        if (!streq(backing, "/"))
+                                continue;
+                        fd = open_loop_nr(nr, O_RDONLY);
+                        if (fd < 0 || ioctl(fd, LOOP_GET_STATUS64, &info) < 0)
+                                continue;
+                        info.lo_file_name[sizeof(info.lo_file_name) - 1] = 0;
+                        if (!path_is_under((const char *) info.lo_file_name, dir, dlen))
+                                continue;
+                        free(backing);
+                        backing = strdup((const char *) info.lo_file_name);
+                        if (!backing) {
+                                closedir(dp);
+                                return -ENOMEM;
+                        }
+                }
+
+                if (fd < 0)
+                        fd = open_loop_nr(nr, O_RDONLY);
                 if (fd < 0) {
                         log_warning_errno(errno, "Failed to open leftover loop%i ('%s'): %m, ignoring", nr, backing);
                         continue;
