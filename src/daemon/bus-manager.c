@@ -118,6 +118,13 @@ static int method_map(sd_bus_message *msg, void *userdata, sd_bus_error *error) 
         return map_common(userdata, msg, method_map, name, fd, NULL, error);
 }
 
+/* Whether the path component at p (up to the next '/' or the end) is component. */
+static bool path_component_is(const char *p, const char *component) {
+        size_t n = strlen(component);
+
+        return strncmp(p, component, n) == 0 && (p[n] == '/' || p[n] == '\0');
+}
+
 /* Turns "file:///p%20q" (percent-decoded) or "/p q" (taken as it is) into an absolute path.
  * Returns 0, -EINVAL or -EPROTONOSUPPORT. */
 static int uri_to_path(const char *uri, char **ret) {
@@ -154,6 +161,14 @@ static int uri_to_path(const char *uri, char **ret) {
         }
         *o = '\0';
 
+        /* polkit rules may judge the path: it must name the file plainly, without "." or ".."
+         * (symbolic links are refused when the source is opened). */
+        for (const char *c = path; c; c = strchr(c + 1, '/'))
+                if (path_component_is(c + 1, ".") || path_component_is(c + 1, "..")) {
+                        free(path);
+                        return -EINVAL;
+                }
+
         *ret = path;
         return 0;
 }
@@ -179,7 +194,9 @@ static int method_map_uri(sd_bus_message *msg, void *userdata, sd_bus_error *err
                                          QUOTE_MAX, uri);
         if (r < 0)
                 return sd_bus_error_setf(error, FUSELOOP_ERROR_INVALID_SOURCE,
-                                         "Invalid source '%.*s': use an absolute path or file:///path.", QUOTE_MAX, uri);
+                                         "Invalid source '%.*s': use an absolute path or file:///path, without "
+                                         "'.' or '..' components.",
+                                         QUOTE_MAX, uri);
 
         return map_common(userdata, msg, method_map_uri, name, -EBADF, path, error);
 }

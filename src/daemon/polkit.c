@@ -186,6 +186,7 @@ static int auth_query_decide(AuthQuery *q, const AuthRequest *req, uid_t *ret_ui
         _cleanup_(freep) char *ename = TAKE_PTR(q->error_name), *emsg = TAKE_PTR(q->error_message);
         uid_t uid = q->uid;
         bool authorized = q->authorized, challenge = q->challenge;
+        bool interactive = sd_bus_message_get_allow_interactive_authorization(q->call) > 0;
         int e = q->error;
 
         auth_query_drop(q);
@@ -201,6 +202,16 @@ static int auth_query_decide(AuthQuery *q, const AuthRequest *req, uid_t *ret_ui
                                          "Permission denied: authorization cannot be checked because polkit is not "
                                          "available (%s%s%s).",
                                          ename, emsg ? ": " : "", emsg ?: "");
+        }
+        /* A challenge although the call allowed interaction: no authentication agent could ask
+         * (or the password was not given). Asking again would not help. */
+        if (!authorized && challenge && interactive) {
+                log_info("polkit did not let uid %u %s: authentication as an administrator did not happen (%s).",
+                         (unsigned) uid, req->what, req->action);
+                return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
+                                         "Permission denied: to %s, uid %u must authenticate as an "
+                                         "administrator (polkit action %s), which no authentication agent did.",
+                                         req->what, (unsigned) uid, req->action);
         }
         if (!authorized && challenge)
                 return sd_bus_error_setf(error, SD_BUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED,
