@@ -7,6 +7,10 @@ send options of arbitrary D-Bus types, and wait for signals with a clear
 "ready" point. Calls go to the unique name that owns org.proxmox.FuseLoop1 at
 the time of the call, so nothing is ever bus-activated.
 
+  flbus.py [--interactive] COMMAND ...
+        --interactive: Map, MapURI and Unmap calls carry ALLOW_INTERACTIVE_AUTHORIZATION
+        (without it, like dbus-python's proxies, they never do)
+
   flbus.py map-fd NAME PATH [--open MODE] [--hold-while-exists FILE] [OPT...]
         opens PATH itself (MODE: rdonly (default), wronly, rdwr, dir, path) and
         calls Map(NAME, fd, OPTS); prints "OBJECT-PATH DEVICE"
@@ -16,6 +20,11 @@ the time of the call, so nothing is ever bus-activated.
   flbus.py list                            List(): one tab-separated line per mapping
   flbus.py props NAME                      every Mapping property as KEY=VALUE
   flbus.py managed-objects                 GetManagedObjects(): "PATH INTERFACE..." lines
+  flbus.py request-name NAME [--replace]   RequestName(NAME, DO_NOT_QUEUE [| REPLACE_EXISTING])
+        on the bus itself (not the daemon); prints the reply: primary-owner, in-queue,
+        exists or already-owner, and releases the name again if it got it
+  flbus.py fake-polkit                     owns org.freedesktop.PolicyKit1 (on a private test bus),
+        prints "READY", then "CALL <member> <sender>" for each call to it and never replies
   flbus.py monitor                         prints "READY", then one line per signal:
         "MappingAdded NAME PATH DEVICE" / "MappingRemoved NAME PATH REASON"
   flbus.py compare-xml SERVED EXPECTED IFACE...
@@ -39,6 +48,7 @@ MANAGER_IFACE = "org.proxmox.FuseLoop1"
 MAPPING_IFACE = "org.proxmox.FuseLoop1.Mapping"
 MAPPING_PREFIX = "/org/proxmox/FuseLoop1/mapping"
 CALL_TIMEOUT = 120
+INTERACTIVE = False
 
 
 def die(msg, code=2):
@@ -81,6 +91,21 @@ def owner(bus):
 def obj(bus, path):
     # A unique name is never activated; introspect=False keeps the call count minimal.
     return bus.get_object(owner(bus), path, introspect=False)
+
+
+def invoke(bus, path, iface, member, sig, *args):
+    """Calls member on the daemon's unique name and returns its reply (a tuple for several
+    values). With --interactive the call carries ALLOW_INTERACTIVE_AUTHORIZATION."""
+    import dbus
+    import dbus.lowlevel
+    if not INTERACTIVE:
+        return getattr(dbus.Interface(obj(bus, path), iface), member)(*args, timeout=CALL_TIMEOUT)
+    msg = dbus.lowlevel.MethodCallMessage(owner(bus), path, iface, member)
+    msg.append(*args, signature=sig)
+    msg.set_allow_interactive_authorization(True)
+    reply = bus.send_message_with_reply_and_block(msg, CALL_TIMEOUT)
+    r = reply.get_args_list()
+    return tuple(r) if len(r) > 1 else (r[0] if r else None)
 
 
 def parse_opts(args):
@@ -156,8 +181,8 @@ def cmd_map_fd(args):
         die(f"bad --open mode '{mode}'")
     fd = os.open(path, flags | os.O_CLOEXEC)
     bus = get_bus()
-    m = dbus.Interface(obj(bus, MANAGER_PATH), MANAGER_IFACE)
-    p, dev = call(lambda: m.Map(name, dbus.types.UnixFd(fd), opts, timeout=CALL_TIMEOUT))
+    p, dev = call(lambda: invoke(bus, MANAGER_PATH, MANAGER_IFACE, "Map", "sha{sv}",
+                                 name, dbus.types.UnixFd(fd), opts))
     os.close(fd)
     print(f"{p} {dev}", flush=True)
     # Keep the bus connection (for bind-to-caller) until the file goes away.
@@ -166,34 +191,29 @@ def cmd_map_fd(args):
 
 
 def cmd_map_uri(args):
-    import dbus
     if len(args) < 2:
         die("usage: map-uri NAME URI [OPT...]")
     bus = get_bus()
-    m = dbus.Interface(obj(bus, MANAGER_PATH), MANAGER_IFACE)
     opts = parse_opts(args[2:])
-    p, dev = call(lambda: m.MapURI(args[0], args[1], opts, timeout=CALL_TIMEOUT))
+    p, dev = call(lambda: invoke(bus, MANAGER_PATH, MANAGER_IFACE, "MapURI", "ssa{sv}",
+                                 args[0], args[1], opts))
     print(f"{p} {dev}")
 
 
 def cmd_unmap(args):
-    import dbus
     if len(args) < 1:
         die("usage: unmap NAME-OR-DEVICE [OPT...]")
     bus = get_bus()
-    m = dbus.Interface(obj(bus, MANAGER_PATH), MANAGER_IFACE)
     opts = parse_opts(args[1:])
-    call(lambda: m.Unmap(args[0], opts, timeout=CALL_TIMEOUT))
+    call(lambda: invoke(bus, MANAGER_PATH, MANAGER_IFACE, "Unmap", "sa{sv}", args[0], opts))
 
 
 def cmd_unmap_object(args):
-    import dbus
     if len(args) < 1:
         die("usage: unmap-object NAME [OPT...]")
     bus = get_bus()
-    m = dbus.Interface(obj(bus, mapping_path(args[0])), MAPPING_IFACE)
     opts = parse_opts(args[1:])
-    call(lambda: m.Unmap(opts, timeout=CALL_TIMEOUT))
+    call(lambda: invoke(bus, mapping_path(args[0]), MAPPING_IFACE, "Unmap", "a{sv}", opts))
 
 
 def cmd_list(args):
@@ -222,6 +242,52 @@ def cmd_managed_objects(args):
     objs = call(lambda: om.GetManagedObjects(timeout=CALL_TIMEOUT))
     for p in sorted(objs):
         print(p, " ".join(sorted(objs[p].keys())))
+
+
+def cmd_request_name(args):
+    import dbus
+    import dbus.bus
+    replace = "--replace" in args
+    names = [a for a in args if a != "--replace"]
+    if len(names) != 1:
+        die("usage: request-name NAME [--replace]")
+    bus = get_bus()
+    flags = dbus.bus.NAME_FLAG_DO_NOT_QUEUE
+    if replace:
+        flags |= dbus.bus.NAME_FLAG_REPLACE_EXISTING
+    r = call(lambda: bus.request_name(names[0], flags))
+    print({dbus.bus.REQUEST_NAME_REPLY_PRIMARY_OWNER: "primary-owner",
+           dbus.bus.REQUEST_NAME_REPLY_IN_QUEUE: "in-queue",
+           dbus.bus.REQUEST_NAME_REPLY_EXISTS: "exists",
+           dbus.bus.REQUEST_NAME_REPLY_ALREADY_OWNER: "already-owner"}.get(r, str(r)), flush=True)
+    if r in (dbus.bus.REQUEST_NAME_REPLY_PRIMARY_OWNER, dbus.bus.REQUEST_NAME_REPLY_ALREADY_OWNER):
+        call(lambda: bus.release_name(names[0]))
+
+
+def cmd_fake_polkit(args):
+    """A polkit that hangs: every call to it stays unanswered."""
+    import dbus
+    import dbus.bus
+    import dbus.lowlevel
+    import dbus.mainloop.glib
+    from gi.repository import GLib
+
+    dbus.mainloop.glib.DBusGMainLoop(set_as_default=True)
+    bus = dbus.SystemBus()
+
+    def swallow(bus_, msg):
+        if isinstance(msg, dbus.lowlevel.MethodCallMessage) and \
+                msg.get_destination() == "org.freedesktop.PolicyKit1":
+            print(f"CALL {msg.get_member()} {msg.get_sender()}", flush=True)
+            return dbus.lowlevel.HANDLER_RESULT_HANDLED
+        return dbus.lowlevel.HANDLER_RESULT_NOT_YET_HANDLED
+
+    bus.add_message_filter(swallow)
+    r = call(lambda: bus.request_name("org.freedesktop.PolicyKit1", dbus.bus.NAME_FLAG_DO_NOT_QUEUE))
+    if r != dbus.bus.REQUEST_NAME_REPLY_PRIMARY_OWNER:
+        die(f"could not own org.freedesktop.PolicyKit1 (reply {r})")
+    print("READY", flush=True)
+    GLib.MainLoop().run()
 
 
 def cmd_monitor(args):
@@ -319,16 +385,23 @@ COMMANDS = {
     "list": cmd_list,
     "props": cmd_props,
     "managed-objects": cmd_managed_objects,
+    "request-name": cmd_request_name,
+    "fake-polkit": cmd_fake_polkit,
     "monitor": cmd_monitor,
     "compare-xml": cmd_compare_xml,
 }
 
 
 def main():
-    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+    global INTERACTIVE
+    argv = sys.argv[1:]
+    if argv and argv[0] == "--interactive":
+        INTERACTIVE = True
+        argv = argv[1:]
+    if not argv or argv[0] not in COMMANDS:
         print(__doc__, file=sys.stderr)
         sys.exit(2)
-    COMMANDS[sys.argv[1]](sys.argv[2:])
+    COMMANDS[argv[0]](argv[1:])
 
 
 if __name__ == "__main__":

@@ -10,6 +10,12 @@
 # (ASan, LeakSanitizer, UBSan "runtime error:") in the daemon log or in another *.log file of
 # the test fails the test even if every process exited with status 0.
 #
+# Test users, groups and polkit rules (make_test_user, make_test_group, add_polkit_rule) are
+# recorded in /run/fuseloop-test.created and removed by the cleanup, or, if the test was killed,
+# by the next test. The cleanup also fails a test during which bus activation started the
+# installed fuseloopd (fuseloopctl auto-starts; busctl_ and flbus.py never do), and stops that
+# daemon by its pid.
+#
 # Environment (set by tests/meson.build; defaults for running a test by hand):
 #   FUSELOOPD, FUSELOOPCTL      the binaries under test
 #   FUSELOOP_SRC, FUSELOOP_BUILD  source and build roots
@@ -47,6 +53,10 @@ export LC_ALL=C
 FL_RUN_DIR=/run/fuseloopd-test
 FL_LOCK_FILE=/run/fuseloop-test.lock
 FL_DAEMON_RECORD=/run/fuseloop-test.daemon
+FL_CREATED_RECORD=/run/fuseloop-test.created
+FL_SHARED_BUS=unix:path=/run/dbus/system_bus_socket
+FL_ACTIVATION_FILE=/usr/share/dbus-1/system-services/org.proxmox.FuseLoop1.service
+FL_POLKIT_RULES_DIR=/etc/polkit-1/rules.d
 FL_BUS=org.proxmox.FuseLoop1
 FL_PATH=/org/proxmox/FuseLoop1
 FL_IFACE=org.proxmox.FuseLoop1
@@ -60,11 +70,15 @@ FL_DAEMON_WRAPPER=()
 FL_DAEMON_CMDLINE=()
 FL_DAEMON_PID=
 FL_DAEMON_STATUS=
+FL_DAEMON_EXIT_MS=
 FL_DAEMON_LOG=
 FL_MONITOR_PID=
 FL_MONITOR_LOG=
 FL_MOUNTS=()
 FL_PIDS=()
+FL_TEST_STARTTIME=
+FL_ACTIVATED_PID=
+FL_ACTIVATED_STARTTIME=
 ERR_OUT=
 
 # ------------------------------------------------------------ messages --
@@ -395,6 +409,23 @@ stop_daemon() {
         assert_run_dir_clean
 }
 
+# wait_daemon_exit SECONDS: waits until the daemon we started exits by itself (fails the test if
+# it still runs after SECONDS), reaps it and forgets it like fl_stop_daemon does. Leaves its exit
+# status in $FL_DAEMON_STATUS and the time it was first seen gone in $FL_DAEMON_EXIT_MS (now_ms).
+# shellcheck disable=SC2034 # FL_DAEMON_EXIT_MS is read by the tests
+wait_daemon_exit() {
+        local secs=$1 pid=$FL_DAEMON_PID
+
+        [ -n "$pid" ] || fail "wait_daemon_exit: no daemon started"
+        wait_until "$secs" not_alive "$pid" || fail "fuseloopd (pid $pid) still runs after ${secs}s"
+        FL_DAEMON_EXIT_MS=$(now_ms)
+        FL_DAEMON_STATUS=0
+        wait "$pid" 2>/dev/null || FL_DAEMON_STATUS=$?
+        FL_DAEMON_PID=
+        rm -f "$FL_DAEMON_RECORD"
+        log "fuseloopd (pid $pid) exited by itself with status $FL_DAEMON_STATUS"
+}
+
 # ------------------------------------------------------- devices, mounts --
 
 # loop_devices_backed_by_run_dir: "DEVICE BACKING-FILE" of every loop device whose backing file
@@ -524,6 +555,266 @@ busctl_map_uri() {
         [[ $dev =~ ^/dev/loop[0-9]+$ ]] || fail "MapURI returned device '$dev'"
         log "busctl MapURI $1 $2 -> $path $dev"
         echo "$dev"
+}
+
+# ------------------------------------------------- test users, groups, polkit --
+
+# fl_record KIND NAME: remembers something this test created (KIND: user, group, file) in
+# $FL_CREATED_RECORD, so that the cleanup of this test, or the start of the next test if this one
+# was killed, removes it. Only names made here are ever recorded.
+fl_record() { printf '%s %s\n' "$1" "$2" >>"$FL_CREATED_RECORD"; }
+
+# fl_random_name PREFIX: PREFIX and 8 random hex digits, neither a user nor a group yet.
+fl_random_name() {
+        local n
+
+        while :; do
+                n=$1$(printf '%04x%04x' "$RANDOM" "$RANDOM")
+                getent passwd "$n" >/dev/null || getent group "$n" >/dev/null || break
+        done
+        echo "$n"
+}
+
+fl_need_accounts() {
+        local t
+
+        for t in useradd userdel groupadd groupdel runuser pgrep; do
+                command -v "$t" >/dev/null || skip "$t is not installed"
+        done
+}
+
+# make_test_group VAR: makes a new system group (fltg-XXXXXXXX) and stores its name in VAR.
+make_test_group() {
+        local _fl_name
+
+        fl_need_accounts
+        _fl_name=$(fl_random_name fltg-)
+        groupadd --system "$_fl_name" || fail "groupadd $_fl_name failed"
+        fl_record group "$_fl_name"
+        printf -v "$1" %s "$_fl_name"
+        log "made test group $_fl_name (gid $(getent group "$_fl_name" | cut -d: -f3))"
+}
+
+# make_test_user VAR [GROUP...]: makes a new system user (flt-XXXXXXXX: no home directory, no
+# login shell, primary group nogroup, a member of each GROUP) and stores its name in VAR.
+make_test_user() {
+        local _fl_var=$1 _fl_name _fl_groups
+
+        shift
+        fl_need_accounts
+        _fl_name=$(fl_random_name flt-)
+        _fl_groups=$(IFS=,; echo "$*")
+        useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin \
+                --no-user-group --gid nogroup ${_fl_groups:+--groups "$_fl_groups"} "$_fl_name" ||
+                fail "useradd $_fl_name failed"
+        fl_record user "$_fl_name"
+        printf -v "$_fl_var" %s "$_fl_name"
+        log "made test user $_fl_name (uid $(id -u "$_fl_name"), groups: $(id -Gn "$_fl_name"))"
+}
+
+# add_polkit_rule VAR: installs the JavaScript read from stdin as a rules file of its own in
+# /etc/polkit-1/rules.d and stores its path in VAR. The file is written beside its final name and
+# renamed into place, so polkitd, which reloads its rules by itself when the directory changes,
+# never reads half of it. Use wait_polkit to wait until a rule is in effect.
+add_polkit_rule() {
+        local _fl_var=$1 _fl_base _fl_file _fl_tmp
+
+        [ -d "$FL_POLKIT_RULES_DIR" ] || skip "no $FL_POLKIT_RULES_DIR (polkitd is not installed)"
+        _fl_base=fuseloop-test.$FL_TEST_NAME.$$.$(printf '%04x%04x' "$RANDOM" "$RANDOM")
+        _fl_file=$FL_POLKIT_RULES_DIR/40-$_fl_base.rules
+        _fl_tmp=$FL_POLKIT_RULES_DIR/.$_fl_base.tmp
+        if [ -e "$_fl_file" ] || [ -e "$_fl_tmp" ]; then
+                fail "add_polkit_rule: $_fl_file or $_fl_tmp exists"
+        fi
+        fl_record file "$_fl_tmp"
+        fl_record file "$_fl_file"
+        cat >"$_fl_tmp" || fail "could not write $_fl_tmp"
+        chmod 0644 "$_fl_tmp"
+        mv -f "$_fl_tmp" "$_fl_file" || fail "could not rename $_fl_tmp to $_fl_file"
+        printf -v "$_fl_var" %s "$_fl_file"
+        log "installed polkit rules file $_fl_file:"$'\n'"$(cat "$_fl_file")"
+}
+
+# remove_polkit_rule FILE: removes a rules file that add_polkit_rule installed.
+remove_polkit_rule() {
+        rm -f -- "$1" || fail "could not remove $1"
+        log "removed polkit rules file $1"
+}
+
+# as_user USER COMMAND...: runs COMMAND as USER with runuser (no login shell; the user's groups
+# come from /etc/group) on the bus the test uses (DBUS_SYSTEM_BUS_ADDRESS is passed on). runuser
+# forks and waits: $! of "as_user ... &" is runuser's pid, and user_child finds COMMAND.
+as_user() {
+        local _fl_user=$1
+
+        shift
+        # "|| return": a failure is the caller's to judge (the ERR trap reports it there if not).
+        runuser -u "$_fl_user" -- env DBUS_SYSTEM_BUS_ADDRESS="$DBUS_SYSTEM_BUS_ADDRESS" LC_ALL=C "$@" 8>&- ||
+                return
+}
+
+flbus_as() { # USER ARGS...: flbus.py as USER
+        local _fl_user=$1
+
+        shift
+        as_user "$_fl_user" "$PYTHON" "$FL_LIB_DIR/flbus.py" "$@"
+}
+
+ctl_as() { # USER ARGS...: fuseloopctl as USER
+        local _fl_user=$1
+
+        shift
+        as_user "$_fl_user" "$FUSELOOPCTL" "$@"
+}
+
+# ctl_map_as USER [OPTIONS] NAME SOURCE: like ctl_map, as USER.
+ctl_map_as() {
+        local _fl_user=$1 out dev
+
+        shift
+        out=$(ctl_as "$_fl_user" map "$@" 2>&1) ||
+                fail "fuseloopctl map $* as $_fl_user failed (status $?): $out"
+        dev=$(tail -n 1 <<<"$out")
+        [[ $dev =~ ^/dev/loop[0-9]+$ ]] ||
+                fail "fuseloopctl map $* as $_fl_user printed '$out', expected /dev/loopN"
+        log "fuseloopctl map $* as $_fl_user -> $dev"
+        echo "$dev"
+}
+
+# user_child PID COMM: the pid of the one process named COMM that is PID or a descendant of PID
+# ("as_user ... &" starts a subshell, which runs runuser, which runs COMMAND as its child).
+# Returns 1 if there is none or more than one.
+user_child() {
+        local level=("$1") next hits=() p
+
+        while [ ${#level[@]} -gt 0 ]; do
+                next=()
+                for p in "${level[@]}"; do
+                        [ "$(cat "/proc/$p/comm" 2>/dev/null)" != "$2" ] || hits+=("$p")
+                        mapfile -t -O "${#next[@]}" next < <(pgrep -P "$p")
+                done
+                level=("${next[@]}")
+        done
+        [ ${#hits[@]} -eq 1 ] || return 1
+        echo "${hits[0]}"
+}
+
+# polkit_allows USER ACTION [KEY VALUE]...: polkitd (on the machine's bus) says yes, without
+# asking for a password, to a process of USER for ACTION with these details (pkcheck exit status
+# 0). polkit takes details only from trusted callers, so root asks, about a "sleep" run as USER.
+polkit_allows() {
+        local _fl_user=$1 _fl_action=$2 _fl_args=() _fl_job _fl_pid='' _fl_rc=0 _fl_i
+
+        shift 2
+        while [ $# -ge 2 ]; do
+                _fl_args+=(--detail "$1" "$2")
+                shift 2
+        done
+        as_user "$_fl_user" sleep 60 </dev/null >/dev/null 2>&1 &
+        _fl_job=$!
+        for ((_fl_i = 0; _fl_i < 100; _fl_i++)); do
+                _fl_pid=$(user_child "$_fl_job" sleep) && break
+                sleep 0.05
+        done
+        if [ -z "$_fl_pid" ]; then
+                kill "$_fl_job" 2>/dev/null
+                wait "$_fl_job" 2>/dev/null
+                log "polkit_allows: no sleep process of $_fl_user below pid $_fl_job"
+                return 2
+        fi
+        DBUS_SYSTEM_BUS_ADDRESS=$FL_SHARED_BUS pkcheck --action-id "$_fl_action" --process "$_fl_pid" \
+                "${_fl_args[@]}" >/dev/null 2>&1 || _fl_rc=$?
+        kill "$_fl_pid" 2>/dev/null
+        wait "$_fl_job" 2>/dev/null
+        return "$_fl_rc"
+}
+
+polkit_refuses() { ! polkit_allows "$@"; }
+
+# wait_polkit SECONDS USER ACTION [KEY VALUE]...: waits until polkit_allows says yes (polkitd has
+# loaded a new rule).
+wait_polkit() {
+        local secs=$1
+
+        shift
+        command -v pkcheck >/dev/null || skip "pkcheck is not installed"
+        wait_for "$secs" "polkitd to allow $1: $2${3:+ (details: ${*:3})}" polkit_allows "$@"
+}
+
+# ------------------------------------------------------------ bus activation --
+
+# fl_installed_daemon: the program that bus activation starts (Exec= of the activation file).
+fl_installed_daemon() {
+        local exe
+
+        exe=$(sed -n 's/^Exec=\([^ ]*\).*/\1/p' "$FL_ACTIVATION_FILE" 2>/dev/null | head -n 1)
+        echo "${exe:-/usr/sbin/fuseloopd}"
+}
+
+# is_installed_daemon PID: PID runs the installed fuseloopd.
+is_installed_daemon() {
+        local exe inst
+
+        exe=$(readlink "/proc/$1/exe" 2>/dev/null) || return 1
+        inst=$(fl_installed_daemon)
+        [ "$exe" = "$inst" ] || [ "$exe" = "$inst (deleted)" ]
+}
+
+# shared_owner_pid: the pid that owns $FL_BUS on the machine's system bus (empty if none),
+# whichever bus the test itself uses.
+shared_owner_pid() { DBUS_SYSTEM_BUS_ADDRESS=$FL_SHARED_BUS owner_pid; }
+
+# ticks_now: now, in the unit of starttime (clock ticks since boot).
+ticks_now() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%d\n", $1 * hz }' /proc/uptime; }
+
+# fl_end_process PID SECONDS: SIGTERM to PID (not our child, so it cannot be reaped here); SIGKILL
+# if it still runs after SECONDS. Returns 1 if it had to be killed.
+fl_end_process() {
+        kill -TERM "$1" 2>/dev/null || return 0
+        wait_until "$2" not_alive "$1" && return 0
+        log "process $1 did not exit within $2 s of SIGTERM, sending SIGKILL"
+        kill -KILL "$1" 2>/dev/null
+        wait_until 5 not_alive "$1" || true
+        return 1
+}
+
+# adopt_activated_daemon PID: PID is a fuseloopd that this test made the bus start (only
+# test-activation does that); the cleanup stops it (SIGTERM, by pid and start time) if it still
+# runs, without failing the test for it.
+adopt_activated_daemon() {
+        FL_ACTIVATED_STARTTIME=$(starttime "$1") || fail "process $1 is gone"
+        FL_ACTIVATED_PID=$1
+        log "bus-activated fuseloopd: pid $1"
+}
+
+forget_activated_daemon() {
+        FL_ACTIVATED_PID=
+        FL_ACTIVATED_STARTTIME=
+}
+
+# fl_check_activation: run by the cleanup after the test's own daemon stopped. Stops the daemon
+# that the test adopted with adopt_activated_daemon, if it still runs. Any other installed fuseloopd
+# that owns the name on the machine's bus and started during this test came from bus activation
+# caused by this test (fuseloopctl auto-starts the daemon): it is stopped, and the function
+# returns 1 so that the test fails.
+fl_check_activation() {
+        local pid st
+
+        if [ -n "$FL_ACTIVATED_PID" ] &&
+                [ "$(starttime "$FL_ACTIVATED_PID" 2>/dev/null)" = "$FL_ACTIVATED_STARTTIME" ]; then
+                log "cleanup: stopping the bus-activated fuseloopd (pid $FL_ACTIVATED_PID) that this test started"
+                fl_end_process "$FL_ACTIVATED_PID" 30
+        fi
+        forget_activated_daemon
+        [ -n "$FL_TEST_STARTTIME" ] || return 0
+        pid=$(shared_owner_pid)
+        [ -n "$pid" ] || return 0
+        is_installed_daemon "$pid" || return 0
+        st=$(starttime "$pid") || return 0
+        [ "$st" -ge "$FL_TEST_STARTTIME" ] || return 0
+        echo "FAIL: bus activation started $(fl_installed_daemon) (pid $pid) during this test (a fuseloopctl call without the test's daemon?); stopping it" >&2
+        fl_end_process "$pid" 30
+        return 1
 }
 
 # ---------------------------------------------------------------- data --
@@ -669,6 +960,63 @@ fl_stop_recorded_daemon() {
         rm -f "$FL_DAEMON_RECORD"
 }
 
+# fl_no_processes_of USER: no process runs as USER.
+fl_no_processes_of() { ! pgrep -u "$1" >/dev/null; }
+
+# fl_remove_created: removes what $FL_CREATED_RECORD lists (files, then users with the processes
+# that still run as them, then groups) and the record itself. Each entry was made by a test, so
+# was each process of a test user. Returns 1 (after a message) if something could not be removed;
+# the record then keeps every entry for another try.
+fl_remove_created() {
+        local kind name pid rc=0 users=() groups=()
+
+        [ -e "$FL_CREATED_RECORD" ] || return 0
+        while read -r kind name; do
+                [ -n "$name" ] || continue
+                case $kind in
+                file)
+                        if [ -e "$name" ] || [ -L "$name" ]; then
+                                if rm -f -- "$name"; then
+                                        log "cleanup: removed $name"
+                                else
+                                        rc=1
+                                fi
+                        fi
+                        ;;
+                user) users+=("$name") ;;
+                group) groups+=("$name") ;;
+                esac
+        done <"$FL_CREATED_RECORD"
+        for name in "${users[@]}"; do
+                getent passwd "$name" >/dev/null || continue
+                if ! fl_no_processes_of "$name"; then
+                        log "cleanup: processes of test user $name still run:"$'\n'"$(pgrep -a -u "$name")"
+                        for pid in $(pgrep -u "$name"); do kill -TERM "$pid" 2>/dev/null; done
+                        if ! wait_until 10 fl_no_processes_of "$name"; then
+                                for pid in $(pgrep -u "$name"); do kill -KILL "$pid" 2>/dev/null; done
+                                wait_until 5 fl_no_processes_of "$name" || true
+                        fi
+                fi
+                if userdel "$name"; then
+                        log "cleanup: removed test user $name"
+                else
+                        log "cleanup: userdel $name failed"
+                        rc=1
+                fi
+        done
+        for name in "${groups[@]}"; do
+                getent group "$name" >/dev/null || continue
+                if groupdel "$name"; then
+                        log "cleanup: removed test group $name"
+                else
+                        log "cleanup: groupdel $name failed"
+                        rc=1
+                fi
+        done
+        [ "$rc" -ne 0 ] || rm -f "$FL_CREATED_RECORD"
+        return "$rc"
+}
+
 # The patterns that mark a sanitizer report (UBSan, ASan, LeakSanitizer).
 FL_SANITIZER_RE='runtime error:|ERROR: AddressSanitizer|LeakSanitizer'
 
@@ -715,6 +1063,13 @@ fl_cleanup() {
                         echo "FAIL: fuseloopd exited with status $FL_DAEMON_STATUS on SIGTERM" >&2
                         [ "$rc" -ne 0 ] || rc=1
                 fi
+        fi
+        if ! fl_check_activation; then
+                case $rc in 0 | 77) rc=1 ;; esac
+        fi
+        if ! fl_remove_created; then
+                echo "FAIL: could not remove every test user, group or file that the test made (above)" >&2
+                case $rc in 0 | 77) rc=1 ;; esac
         fi
         if fl_sweep; then
                 :
@@ -790,6 +1145,9 @@ fl_init() {
         trap 'exit 130' INT
 
         fl_stop_recorded_daemon
+        fl_remove_created || log "cleanup: could not remove every leftover listed in $FL_CREATED_RECORD"
+        # A fuseloopd that bus activation starts from now on was started because of this test.
+        FL_TEST_STARTTIME=$(ticks_now)
         if has_owner; then
                 t=$(owner_pid)
                 fail "$FL_BUS is owned by pid $t ($(tr '\0' ' ' <"/proc/$t/cmdline" 2>/dev/null)), which no test started; stop it first"

@@ -1,0 +1,221 @@
+#!/bin/bash
+# test-auth-polkit-down: when polkit cannot be asked, nothing that needs it is allowed. The test
+# runs a private system-type dbus-daemon (like test-bus-reconnect) on which no polkitd runs and
+# nothing can be activated, with the project's bus policy and a socket every user may connect to,
+# and points the daemon and every client at it. There, an unprivileged user's Map, MapURI and
+# Unmap of root's mapping are refused with org.freedesktop.DBus.Error.AccessDenied whose message
+# names polkit, at once rather than after a timeout, and nothing is created; root needs no polkit
+# and still maps and unmaps. Even a polkit rule on the machine that would allow the user changes
+# nothing there. Then a polkit that never answers (flbus.py fake-polkit): while a user's Map
+# waits for it, the daemon serves others (List, root's Map and Unmap) at once; the waiting Map is
+# refused (AccessDenied, naming polkit) as soon as that polkit goes away, and another one after
+# the daemon's polkit timeout (25 s) if it just hangs.
+# shellcheck source=../lib/lib.sh
+. "$(dirname "$0")/../lib/lib.sh"
+
+command -v dbus-daemon >/dev/null || skip "dbus-daemon is not installed"
+BUS_POLICY=$FUSELOOP_SRC/dbus/org.proxmox.FuseLoop1.conf
+[ -r "$BUS_POLICY" ] || skip "no bus policy at $BUS_POLICY"
+
+ACCESS_DENIED=org.freedesktop.DBus.Error.AccessDenied
+BUS_SOCKET=$FL_TMP/bus
+BUS_CONF=$FL_TMP/bus.conf
+BUS_LOG=$FL_TMP/dbus-daemon.log
+
+make_test_group G
+make_test_user U "$G"
+# The user must reach the data, and the bus socket in $FL_TMP.
+chmod 0755 "$FL_TMP"
+head -c $((2 << 20)) /dev/urandom >"$FL_TMP/data.img"
+chmod 0644 "$FL_TMP/data.img"
+SUM=$(sha256_of "$FL_TMP/data.img")
+
+# On the machine's bus, polkit would let U map: the refusal below is polkit's absence.
+add_polkit_rule RULE <<EOF
+polkit.addRule(function(action, subject) {
+        if (action.id.indexOf("org.proxmox.fuseloop.") == 0 && subject.isInGroup("$G"))
+                return polkit.Result.YES;
+});
+EOF
+wait_polkit 30 "$U" org.proxmox.fuseloop.map
+wait_polkit 30 "$U" org.proxmox.fuseloop.map-uri
+wait_polkit 30 "$U" org.proxmox.fuseloop.unmap-other
+
+# A system bus like Debian's system.conf (method calls denied unless a policy allows them), with
+# no service directory (nothing is activated: no polkitd), no user switch, pidfile or syslog,
+# plus fuseloopd's own policy.
+cat >"$BUS_CONF" <<EOF
+<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path=$BUS_SOCKET</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus"
+           send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus"
+           send_interface="org.freedesktop.DBus.Properties"/>
+  </policy>
+  <!-- for the polkit that hangs (flbus.py fake-polkit), started later -->
+  <policy user="root">
+    <allow own="org.freedesktop.PolicyKit1"/>
+  </policy>
+  <policy context="default">
+    <allow send_destination="org.freedesktop.PolicyKit1"/>
+  </policy>
+  <include ignore_missing="no">$BUS_POLICY</include>
+</busconfig>
+EOF
+
+bus_ok() {
+        busctl --system --timeout=2 call org.freedesktop.DBus /org/freedesktop/DBus \
+                org.freedesktop.DBus GetId >/dev/null 2>&1
+}
+
+step "private system bus without polkitd"
+export DBUS_SYSTEM_BUS_ADDRESS=unix:path=$BUS_SOCKET
+dbus-daemon --config-file="$BUS_CONF" --nofork --nopidfile --nosyslog </dev/null >>"$BUS_LOG" 2>&1 8>&- &
+BUS_PID=$!
+FL_PIDS+=("$BUS_PID")
+if ! wait_until 10 bus_ok; then
+        cat "$BUS_LOG"
+        fail "the private dbus-daemon (pid $BUS_PID) did not answer on $BUS_SOCKET within 10 s"
+fi
+log "private dbus-daemon running as pid $BUS_PID on $DBUS_SYSTEM_BUS_ADDRESS"
+OUT=$(busctl_ call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
+        NameHasOwner s org.freedesktop.PolicyKit1)
+assert_eq "b false" "$OUT" "org.freedesktop.PolicyKit1 on the private bus"
+OUT=$(as_user "$U" busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
+        GetConnectionUnixUser s org.freedesktop.DBus 2>&1) || fail "$U cannot use the private bus: $OUT"
+start_daemon
+DBUS_SYSTEM_BUS_ADDRESS=$FL_SHARED_BUS no_owner || fail "$FL_BUS is owned on the machine's system bus"
+start_monitor
+
+step "root maps without polkit"
+DEV=$(ctl_map by-root "$FL_TMP/data.img")
+assert_eq "$SUM" "$(sha256_of "$DEV")" "sha256 of $DEV"
+DEV_URI=$(busctl_map_uri by-root-uri "$FL_TMP/data.img")
+assert_eq "$SUM" "$(sha256_of "$DEV_URI")" "sha256 of $DEV_URI"
+
+step "the user's List and properties work; whatever needs polkit is refused at once"
+OUT=$(flbus_as "$U" list) || fail "List as $U failed: $OUT"
+assert_eq "by-root by-root-uri" "$(cut -f1 <<<"$OUT" | sort | tr '\n' ' ' | sed 's/ $//')" "List() as $U"
+OUT=$(flbus_as "$U" props by-root) || fail "GetAll as $U failed: $OUT"
+assert_contains "$OUT" "Device=$DEV"
+# check_refusal COMMAND...: fails with AccessDenied naming polkit within 10 s.
+check_refusal() {
+        local start
+
+        start=$(now_ms)
+        expect_error "$ACCESS_DENIED" "$@"
+        grep -qi polkit <<<"$ERR_OUT" || fail "the refusal does not mention polkit: $ERR_OUT"
+        [ $(($(now_ms) - start)) -lt 10000 ] || fail "the refusal took $(($(now_ms) - start)) ms"
+}
+check_refusal flbus_as "$U" map-fd by-user "$FL_TMP/data.img"
+check_refusal flbus_as "$U" --interactive map-fd by-user "$FL_TMP/data.img"
+check_refusal flbus_as "$U" map-fd by-user "$FL_TMP/data.img" bind-to-caller=b:true
+check_refusal flbus_as "$U" map-uri by-user "$FL_TMP/data.img"
+check_refusal flbus_as "$U" unmap by-root
+check_refusal flbus_as "$U" unmap "$DEV"
+check_refusal flbus_as "$U" unmap-object by-root
+check_refusal flbus_as "$U" --interactive unmap-object by-root
+expect_failure polkit ctl_as "$U" map by-user "$FL_TMP/data.img"
+expect_failure polkit ctl_as "$U" unmap by-root
+assert_nothing_left by-user
+assert_eq "by-root by-root-uri" "$(list_names | sort | tr '\n' ' ' | sed 's/ $//')" "mappings"
+assert_eq active "$(get_prop by-root State)" "State of by-root"
+assert_eq "$SUM" "$(sha256_of "$DEV")" "sha256 of $DEV after the refused calls"
+! grep -q "by-user" "$FL_MONITOR_LOG" || fail "signals for by-user: $(grep by-user "$FL_MONITOR_LOG")"
+alive "$FL_DAEMON_PID" || fail "fuseloopd exited"
+
+# start_fake_polkit: a polkit that never answers on the private bus; pid in FAKE_PID.
+start_fake_polkit() {
+        : >"$FL_TMP/fake-polkit.log"
+        "$PYTHON" -u "$FL_LIB_DIR/flbus.py" fake-polkit >>"$FL_TMP/fake-polkit.log" 2>&1 8>&- &
+        FAKE_PID=$!
+        FL_PIDS+=("$FAKE_PID")
+        if ! wait_until 10 grep -q '^READY$' "$FL_TMP/fake-polkit.log"; then
+                cat "$FL_TMP/fake-polkit.log"
+                fail "the fake polkit did not start"
+        fi
+}
+
+stop_fake_polkit() {
+        kill "$FAKE_PID"
+        wait "$FAKE_PID" || true
+        unset 'FL_PIDS[-1]'
+}
+
+# start_user_map NAME: Map NAME as $U in the background; its output goes to $FL_TMP/NAME.out.
+start_user_map() {
+        (flbus_as "$U" map-fd "$1" "$FL_TMP/data.img" || exit $?) >"$FL_TMP/$1.out" 2>&1 8>&- &
+        MAP_PID=$!
+        FL_PIDS+=("$MAP_PID")
+        MAP_START=$(now_ms)
+        wait_for 10 "fuseloopd to ask the fake polkit about $1" grep -q '^CALL CheckAuthorization ' "$FL_TMP/fake-polkit.log"
+}
+
+# end_user_map NAME: reaps it: it must have failed with AccessDenied naming polkit.
+end_user_map() {
+        local st=0
+
+        wait "$MAP_PID" || st=$?
+        unset 'FL_PIDS[-1]'
+        log "Map $1 as $U ended after $(($(now_ms) - MAP_START)) ms with status $st: $(cat "$FL_TMP/$1.out")"
+        [ "$st" -ne 0 ] || fail "Map $1 as $U succeeded while polkit did not answer"
+        grep -q "$ACCESS_DENIED" "$FL_TMP/$1.out" || fail "Map $1 as $U: $(cat "$FL_TMP/$1.out")"
+        grep -qi polkit "$FL_TMP/$1.out" || fail "the refusal does not mention polkit: $(cat "$FL_TMP/$1.out")"
+        assert_nothing_left "$1"
+}
+
+step "a polkit that hangs: the daemon serves others while a call waits; the call is refused when polkit goes away"
+start_fake_polkit
+start_user_map waiting-1
+T0=$(now_ms)
+flbus list >/dev/null
+DEV2=$(ctl_map by-root-2 "$FL_TMP/data.img")
+assert_eq "$SUM" "$(sha256_of "$DEV2")" "sha256 of $DEV2"
+ctl unmap by-root-2
+assert_nothing_left by-root-2
+T1=$(now_ms)
+[ $((T1 - T0)) -lt 10000 ] || fail "List, Map and Unmap by root took $((T1 - T0)) ms while a call waited for polkit"
+alive "$MAP_PID" || fail "the user's Map ended before polkit answered: $(cat "$FL_TMP/waiting-1.out")"
+mapping_not_listed waiting-1 || fail "waiting-1 is listed while its authorization is pending"
+stop_fake_polkit
+wait_for 10 "the waiting Map to end" not_alive "$MAP_PID"
+end_user_map waiting-1
+
+step "a polkit that hangs: the call is refused after the daemon's timeout"
+start_fake_polkit
+start_user_map waiting-2
+if ! wait_until 60 not_alive "$MAP_PID"; then
+        fail "Map as $U still waits $(($(now_ms) - MAP_START)) ms after polkit was asked"
+fi
+ELAPSED=$(($(now_ms) - MAP_START))
+end_user_map waiting-2
+[ "$ELAPSED" -ge 15000 ] || fail "the daemon gave up on polkit after $ELAPSED ms already"
+stop_fake_polkit
+
+step "root unmaps without polkit"
+ctl unmap by-root
+flbus unmap "$DEV_URI"
+wait_signal 10 "^MappingRemoved by-root $(mapping_path by-root) unmapped$"
+wait_signal 10 "^MappingRemoved by-root-uri $(mapping_path by-root-uri) unmapped$"
+assert_nothing_left by-root
+assert_nothing_left by-root-uri
+assert_nothing_mapped
+stop_monitor
+stop_daemon TERM
+assert_eq 0 "$FL_DAEMON_STATUS" "exit status after SIGTERM"
