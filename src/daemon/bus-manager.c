@@ -15,14 +15,16 @@
 #include "polkit.h"
 #include "util.h"
 
-/* Quotes at most this much of a bad input in an error message. */
+/* Quotes at most this much of a bad input in an error message ('%.*s', QUOTE(s)), not cutting a
+ * character in two: an error message must be valid UTF-8 to be sent at all. */
 #define QUOTE_MAX 160
+#define QUOTE(s) (int) utf8_prefix_len((s), QUOTE_MAX), (s)
 
 static int reply_invalid_name(sd_bus_error *error, const char *name) {
         return sd_bus_error_setf(error, FUSELOOP_ERROR_INVALID_NAME,
                                  "Invalid mapping name '%.*s'%s: use 1-%u characters of A-Z a-z 0-9 . _ : @ + -, "
                                  "not starting with '.'.",
-                                 QUOTE_MAX, name, strlen(name) > QUOTE_MAX ? "..." : "", FUSELOOP_NAME_MAX);
+                                 QUOTE(name), strlen(name) > QUOTE_MAX ? "..." : "", FUSELOOP_NAME_MAX);
 }
 
 static unsigned mappings_owned_by(Manager *manager, uid_t uid) {
@@ -49,8 +51,9 @@ static int map_common(Manager *manager, sd_bus_message *msg, sd_bus_message_hand
         uid_t uid;
         int r;
 
-        if (manager_defer_call(manager, msg, handler))
-                return 1;
+        r = manager_defer_call(manager, msg, handler);
+        if (r != 0)
+                return r;
 
         if (!mapping_name_is_valid(name))
                 return reply_invalid_name(error, name);
@@ -161,13 +164,19 @@ static int uri_to_path(const char *uri, char **ret) {
         }
         *o = '\0';
 
-        /* polkit rules may judge the path: it must name the file plainly, without "." or ".."
-         * (symbolic links are refused when the source is opened). */
+        /* polkit rules may judge the path: it must name the file plainly, without empty, "." or
+         * ".." components (symbolic links are refused when the source is opened). */
         for (const char *c = path; c; c = strchr(c + 1, '/'))
-                if (path_component_is(c + 1, ".") || path_component_is(c + 1, "..")) {
+                if (path_component_is(c + 1, "") || path_component_is(c + 1, ".") ||
+                    path_component_is(c + 1, "..")) {
                         free(path);
                         return -EINVAL;
                 }
+        /* Rules and clients see it as a D-Bus string. */
+        if (!utf8_is_valid(path)) {
+                free(path);
+                return -EINVAL;
+        }
 
         *ret = path;
         return 0;
@@ -191,12 +200,12 @@ static int method_map_uri(sd_bus_message *msg, void *userdata, sd_bus_error *err
         if (r == -EPROTONOSUPPORT)
                 return sd_bus_error_setf(error, FUSELOOP_ERROR_INVALID_SOURCE,
                                          "Unsupported source URI '%.*s': use an absolute path or file:///path.",
-                                         QUOTE_MAX, uri);
+                                         QUOTE(uri));
         if (r < 0)
                 return sd_bus_error_setf(error, FUSELOOP_ERROR_INVALID_SOURCE,
                                          "Invalid source '%.*s': use an absolute path or file:///path, without "
-                                         "'.' or '..' components.",
-                                         QUOTE_MAX, uri);
+                                         "empty, '.' or '..' components, that is valid UTF-8 once decoded.",
+                                         QUOTE(uri));
 
         return map_common(userdata, msg, method_map_uri, name, -EBADF, path, error);
 }
@@ -222,8 +231,7 @@ static int unmap_common(Manager *manager, sd_bus_message *msg, sd_bus_message_ha
         m = by_device ? manager_find_mapping_by_device(manager, what) : manager_find_mapping(manager, what);
         if (!m) {
                 if (by_device)
-                        return sd_bus_error_setf(error, FUSELOOP_ERROR_NOT_FOUND, "No mapping uses '%.*s'.", QUOTE_MAX,
-                                                 what);
+                        return sd_bus_error_setf(error, FUSELOOP_ERROR_NOT_FOUND, "No mapping uses '%.*s'.", QUOTE(what));
                 return sd_bus_error_setf(error, FUSELOOP_ERROR_NOT_FOUND, "No mapping named '%s'.", what);
         }
 
@@ -233,6 +241,7 @@ static int unmap_common(Manager *manager, sd_bus_message *msg, sd_bus_message_ha
                 .action = FUSELOOP_POLKIT_UNMAP_OTHER,
                 .what = "unmap mappings made by other users",
                 .owner = m->owner_uid,
+                .scope = m->created_usec,
                 .details = { "name", m->name, "owner", owner, NULL },
         };
         r = polkit_authorize(manager, msg, &req, handler, manager, NULL, error);

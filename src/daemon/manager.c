@@ -151,6 +151,9 @@ static void manager_flush_deferred(Manager *m, const sd_bus_error *error) {
 }
 
 Manager *manager_free(Manager *m) {
+        const sd_bus_error exiting = SD_BUS_ERROR_MAKE_CONST(FUSELOOP_ERROR_SETUP_FAILED,
+                                                             "fuseloopd is exiting; call again.");
+
         if (!m)
                 return NULL;
 
@@ -159,8 +162,8 @@ Manager *manager_free(Manager *m) {
         sd_event_source_disable_unref(m->reconnect_timer);
         sd_event_source_disable_unref(m->idle_timer);
         sd_bus_slot_unref(m->idle_slot);
-        manager_flush_deferred(m, NULL);
-        polkit_flush(m);
+        manager_flush_deferred(m, &exiting);
+        polkit_flush(m, &exiting);
         sd_bus_flush_close_unref(m->bus);
         block_monitor_free(m->monitor);
         io_ring_free(m->ring);
@@ -190,21 +193,22 @@ void manager_rerun_call(sd_bus_message *call, sd_bus_message_handler_t handler, 
         sd_bus_message_unref(call);
 }
 
-bool manager_defer_call(Manager *m, sd_bus_message *call, sd_bus_message_handler_t handler) {
+int manager_defer_call(Manager *m, sd_bus_message *call, sd_bus_message_handler_t handler) {
         DeferredCall *d, **tail;
 
         if (!m->idle_exiting)
-                return false;
+                return 0;
 
+        /* Serving it now could create a mapping while the name goes away. */
         d = calloc(1, sizeof(*d));
         if (!d)
-                return false;  /* serve it now rather than lose it */
+                return -ENOMEM;
         d->call = sd_bus_message_ref(call);
         d->handler = handler;
         for (tail = &m->deferred; *tail; tail = &(*tail)->next)
                 ;
         *tail = d;
-        return true;
+        return 1;
 }
 
 static int on_idle_timer(sd_event_source *s, uint64_t usec, void *userdata);
@@ -261,7 +265,7 @@ static int on_name_taken_back(sd_bus_message *reply, void *userdata, sd_bus_erro
                 log_warning("Cannot take the bus name %s back after releasing it for idleness: %s.", FUSELOOP_BUS_NAME,
                             e ? e->message : "owned by another instance");
                 manager_flush_deferred(m, &refused);
-                manager_idle_exit(m);
+                manager_idle_exit(m);  /* no mapping was made while the name was away */
                 return 0;
         }
 
@@ -298,8 +302,7 @@ static int on_name_released(sd_bus_message *reply, void *userdata, sd_bus_error 
 
                 log_error_errno(r, "Failed to take the bus name back: %m");
                 manager_flush_deferred(m, &refused);
-                if (m->n_mappings == 0)
-                        manager_idle_exit(m);
+                manager_idle_exit(m);
         }
         return 0;
 }

@@ -24,6 +24,7 @@ typedef struct Manager {
         char *run_dir;
 
         struct AuthQuery *auth_queries;  /* bus calls waiting for their authorization */
+        unsigned n_auth_queries;
 
         /* Idle exit: with no mappings and no calls for idle_timeout_usec (0: never), the name is
          * released and the daemon exits; bus activation starts it again. */
@@ -71,9 +72,9 @@ void manager_update_status(Manager *m);
 void manager_rerun_call(sd_bus_message *call, sd_bus_message_handler_t handler, void *userdata);
 
 /* While the daemon gives up its name to exit for idleness, calls that would create a mapping
- * wait: returns true if call was kept, to run again once the name is back (or to be refused if
- * another instance took it). */
-bool manager_defer_call(Manager *m, sd_bus_message *call, sd_bus_message_handler_t handler);
+ * wait: returns 1 if call was kept, to run again once the name is back (or to be refused if
+ * another instance took it), 0 if it may go on now, or -ENOMEM. */
+int manager_defer_call(Manager *m, sd_bus_message *call, sd_bus_message_handler_t handler);
 
 /* Installs the bus vtables (bus-manager.c, bus-mapping.c) on m->bus. */
 int bus_manager_register(Manager *m);

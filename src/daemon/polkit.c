@@ -5,6 +5,8 @@
  * mapping's owner, polkit's CheckAuthorization. After each answer the handler runs again from the
  * top with the same message and finds the query a step further. */
 #include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,9 +15,15 @@
 #include "polkit.h"
 #include "util.h"
 
-/* polkit may wait for the user to type a password; without that it answers at once. */
+/* polkit may wait for the user to type a password; without that it answers at once. The client
+ * (fuseloopctl) waits longer than this plus the setup of a mapping. */
 #define POLKIT_TIMEOUT_USEC             (25ULL * 1000000ULL)
-#define POLKIT_INTERACTIVE_TIMEOUT_USEC (300ULL * 1000000ULL)
+#define POLKIT_INTERACTIVE_TIMEOUT_USEC (120ULL * 1000000ULL)
+
+/* Calls waiting for their authorization hold their message and its fds: bound them, per
+ * connection and in all. */
+#define AUTH_QUERIES_PER_SENDER_MAX 16u
+#define AUTH_QUERIES_MAX            1024u
 
 /* CheckAuthorization() flags */
 #define POLKIT_CHECK_ALLOW_USER_INTERACTION 1u
@@ -30,6 +38,8 @@ typedef enum AuthStage {
 struct AuthQuery {
         Manager *manager;
         AuthQuery *next;
+        bool linked;            /* in manager->auth_queries */
+        bool running;           /* its handler runs again right now */
         sd_bus_message *call;
         sd_bus_message_handler_t handler;
         void *userdata;
@@ -37,6 +47,7 @@ struct AuthQuery {
         AuthStage stage;
         int error;              /* the uid lookup failed */
         uid_t uid;
+        char *asked;            /* what polkit was asked about (action, details, scope) */
         bool authorized;        /* polkit's answer */
         bool challenge;
         char *error_name;       /* polkit could not be asked */
@@ -48,6 +59,7 @@ static AuthQuery *auth_query_free(AuthQuery *q) {
                 return NULL;
         sd_bus_slot_unref(q->slot);
         sd_bus_message_unref(q->call);
+        free(q->asked);
         free(q->error_name);
         free(q->error_message);
         free(q);
@@ -55,25 +67,23 @@ static AuthQuery *auth_query_free(AuthQuery *q) {
 }
 
 static void auth_query_unlink(AuthQuery *q) {
+        if (!q->linked)
+                return;
         for (AuthQuery **p = &q->manager->auth_queries; *p; p = &(*p)->next)
                 if (*p == q) {
                         *p = q->next;
-                        q->next = NULL;
-                        return;
+                        break;
                 }
+        q->next = NULL;
+        q->linked = false;
+        q->manager->n_auth_queries--;
 }
 
-static AuthQuery *auth_query_drop(AuthQuery *q) {
+/* Done with q: freed now, or (while its handler runs from auth_query_rerun()) once that returns. */
+static void auth_query_finish(AuthQuery *q) {
         auth_query_unlink(q);
-        return auth_query_free(q);
-}
-
-/* Compares pointers only: q may have been freed already. */
-static bool auth_query_linked(Manager *m, const AuthQuery *q) {
-        for (AuthQuery *i = m->auth_queries; i; i = i->next)
-                if (i == q)
-                        return true;
-        return false;
+        if (!q->running)
+                auth_query_free(q);
 }
 
 static void auth_query_set_error(AuthQuery *q, const sd_bus_error *e) {
@@ -84,14 +94,17 @@ static void auth_query_set_error(AuthQuery *q, const sd_bus_error *e) {
 }
 
 /* Runs the method again from the top after an answer arrived. The handler takes the query's
- * result (and frees it) or starts the next lookup; a handler that stopped earlier (the mapping
- * went away meanwhile) leaves the query behind, which is dropped here. */
+ * result or starts the next lookup; a handler that stopped earlier (the mapping went away
+ * meanwhile) leaves the query without a pending lookup, and it is dropped here. */
 static void auth_query_rerun(AuthQuery *q) {
-        Manager *m = q->manager;
-
+        q->running = true;
         manager_rerun_call(q->call, q->handler, q->userdata);
-        if (auth_query_linked(m, q) && !q->slot)
-                auth_query_drop(q);
+        q->running = false;
+
+        if (!q->linked || !q->slot) {
+                auth_query_unlink(q);
+                auth_query_free(q);
+        }
 }
 
 static int on_uid_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error _unused_) {
@@ -139,20 +152,39 @@ static int on_polkit_reply(sd_bus_message *reply, void *userdata, sd_bus_error *
         return 0;
 }
 
+/* What polkit is asked about, as one string: an answer is good only for the same question. */
+static char *auth_request_describe(const AuthRequest *req) {
+        _cleanup_(freep) char *s = NULL;
+
+        if (asprintf(&s, "%s\n%" PRIu64 "\n", req->action, req->scope) < 0)
+                return NULL;
+        for (size_t i = 0; req->details[i] && req->details[i + 1]; i += 2) {
+                char *t;
+
+                if (asprintf(&t, "%s%s=%s\n", s, req->details[i], req->details[i + 1]) < 0)
+                        return NULL;
+                free(s);
+                s = t;
+        }
+        return TAKE_PTR(s);
+}
+
 static int polkit_check_start(AuthQuery *q, const AuthRequest *req) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *msg = NULL;
         sd_bus *bus = sd_bus_message_get_bus(q->call);
         bool interactive = sd_bus_message_get_allow_interactive_authorization(q->call) > 0;
+        char *asked;
         int r;
 
-        r = sd_bus_message_new_method_call(bus, &msg, "org.freedesktop.PolicyKit1", "/org/freedesktop/PolicyKit1/Authority",
+        r = sd_bus_message_new_method_call(bus, &msg, "org.freedesktop.PolicyKit1",
+                                           "/org/freedesktop/PolicyKit1/Authority",
                                            "org.freedesktop.PolicyKit1.Authority", "CheckAuthorization");
         if (r < 0)
                 return r;
 
         /* The subject is the caller's connection: polkit looks up its uid and process itself. */
-        r = sd_bus_message_append(msg, "(sa{sv})s", "system-bus-name", 1, "name", "s", sd_bus_message_get_sender(q->call),
-                                  req->action);
+        r = sd_bus_message_append(msg, "(sa{sv})s", "system-bus-name", 1, "name", "s",
+                                  sd_bus_message_get_sender(q->call), req->action);
         if (r < 0)
                 return r;
 
@@ -172,6 +204,12 @@ static int polkit_check_start(AuthQuery *q, const AuthRequest *req) {
         if (r < 0)
                 return r;
 
+        asked = auth_request_describe(req);
+        if (!asked)
+                return -ENOMEM;
+        free(q->asked);
+        q->asked = asked;
+
         r = sd_bus_call_async(bus, &q->slot, msg, on_polkit_reply, q,
                               interactive ? POLKIT_INTERACTIVE_TIMEOUT_USEC : POLKIT_TIMEOUT_USEC);
         if (r < 0)
@@ -181,7 +219,7 @@ static int polkit_check_start(AuthQuery *q, const AuthRequest *req) {
         return 0;
 }
 
-/* Turns a finished query into the decision and frees it. */
+/* Turns a finished query into the decision and finishes it. */
 static int auth_query_decide(AuthQuery *q, const AuthRequest *req, uid_t *ret_uid, sd_bus_error *error) {
         _cleanup_(freep) char *ename = TAKE_PTR(q->error_name), *emsg = TAKE_PTR(q->error_message);
         uid_t uid = q->uid;
@@ -189,7 +227,7 @@ static int auth_query_decide(AuthQuery *q, const AuthRequest *req, uid_t *ret_ui
         bool interactive = sd_bus_message_get_allow_interactive_authorization(q->call) > 0;
         int e = q->error;
 
-        auth_query_drop(q);
+        auth_query_finish(q);
 
         if (e < 0)
                 return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
@@ -206,7 +244,7 @@ static int auth_query_decide(AuthQuery *q, const AuthRequest *req, uid_t *ret_ui
         /* A challenge although the call allowed interaction: no authentication agent could ask
          * (or the password was not given). Asking again would not help. */
         if (!authorized && challenge && interactive) {
-                log_info("polkit did not let uid %u %s: authentication as an administrator did not happen (%s).",
+                log_info("polkit did not let uid %u %s: no authentication as an administrator (%s).",
                          (unsigned) uid, req->what, req->action);
                 return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
                                          "Permission denied: to %s, uid %u must authenticate as an "
@@ -230,8 +268,51 @@ static int auth_query_decide(AuthQuery *q, const AuthRequest *req, uid_t *ret_ui
         return 1;
 }
 
+static int auth_query_new(Manager *m, sd_bus_message *call, sd_bus_message_handler_t handler, void *userdata,
+                          sd_bus_error *error) {
+        const char *sender = sd_bus_message_get_sender(call);
+        unsigned n = 0;
+        AuthQuery *q;
+        int r;
+
+        for (q = m->auth_queries; q; q = q->next)
+                if (streq_ptr(sd_bus_message_get_sender(q->call), sender))
+                        n++;
+        if (n >= AUTH_QUERIES_PER_SENDER_MAX || m->n_auth_queries >= AUTH_QUERIES_MAX)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
+                                         "Too many calls wait for their authorization (%u of this connection, "
+                                         "%u in all); try again later.",
+                                         n, m->n_auth_queries);
+
+        q = calloc(1, sizeof(*q));
+        if (!q)
+                return -ENOMEM;
+        *q = (AuthQuery) {
+                .manager = m,
+                .call = sd_bus_message_ref(call),
+                .handler = handler,
+                .userdata = userdata,
+                .stage = AUTH_UID_PENDING,
+        };
+
+        r = sd_bus_call_method_async(sd_bus_message_get_bus(call), &q->slot, "org.freedesktop.DBus",
+                                     "/org/freedesktop/DBus", "org.freedesktop.DBus", "GetConnectionUnixUser",
+                                     on_uid_reply, q, "s", sender);
+        if (r < 0) {
+                auth_query_free(q);
+                return r;
+        }
+
+        q->next = m->auth_queries;
+        q->linked = true;
+        m->auth_queries = q;
+        m->n_auth_queries++;
+        return 0;
+}
+
 int polkit_authorize(Manager *m, sd_bus_message *call, const AuthRequest *req, sd_bus_message_handler_t handler,
                      void *userdata, uid_t *ret_uid, sd_bus_error *error) {
+        _cleanup_(freep) char *asking = NULL;
         AuthQuery *q;
         int r;
 
@@ -239,30 +320,8 @@ int polkit_authorize(Manager *m, sd_bus_message *call, const AuthRequest *req, s
                 if (q->call == call)
                         break;
 
-        if (!q) {
-                q = calloc(1, sizeof(*q));
-                if (!q)
-                        return -ENOMEM;
-                *q = (AuthQuery) {
-                        .manager = m,
-                        .call = sd_bus_message_ref(call),
-                        .handler = handler,
-                        .userdata = userdata,
-                        .stage = AUTH_UID_PENDING,
-                };
-
-                r = sd_bus_call_method_async(sd_bus_message_get_bus(call), &q->slot, "org.freedesktop.DBus",
-                                             "/org/freedesktop/DBus", "org.freedesktop.DBus", "GetConnectionUnixUser",
-                                             on_uid_reply, q, "s", sd_bus_message_get_sender(call));
-                if (r < 0) {
-                        auth_query_free(q);
-                        return r;
-                }
-
-                q->next = m->auth_queries;
-                m->auth_queries = q;
-                return 0;
-        }
+        if (!q)
+                return auth_query_new(m, call, handler, userdata, error);
 
         switch (q->stage) {
         case AUTH_UID_PENDING:
@@ -277,11 +336,19 @@ int polkit_authorize(Manager *m, sd_bus_message *call, const AuthRequest *req, s
                 if (q->uid == 0 || q->uid == req->owner) {
                         if (ret_uid)
                                 *ret_uid = q->uid;
-                        auth_query_drop(q);
+                        auth_query_finish(q);
                         return 1;
                 }
-                if (q->stage == AUTH_POLKIT_DONE)
-                        return auth_query_decide(q, req, ret_uid, error);
+                if (q->stage == AUTH_POLKIT_DONE) {
+                        /* polkit's answer holds for what it was asked about only: if the mapping
+                         * was replaced meanwhile, ask again. */
+                        asking = auth_request_describe(req);
+                        if (!asking)
+                                return -ENOMEM;
+                        if (q->error_name || streq_ptr(q->asked, asking))
+                                return auth_query_decide(q, req, ret_uid, error);
+                        log_debug("The object of an authorized call changed; asking polkit again.");
+                }
 
                 r = polkit_check_start(q, req);
                 if (r < 0) {
@@ -301,7 +368,12 @@ bool polkit_pending(Manager *m) {
         return m->auth_queries;
 }
 
-void polkit_flush(Manager *m) {
-        while (m->auth_queries)
-                auth_query_drop(m->auth_queries);
+void polkit_flush(Manager *m, const sd_bus_error *error) {
+        while (m->auth_queries) {
+                AuthQuery *q = m->auth_queries;
+
+                if (error)
+                        (void) sd_bus_reply_method_error(q->call, error);
+                auth_query_finish(q);
+        }
 }

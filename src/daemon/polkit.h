@@ -3,6 +3,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/types.h>
 #include <systemd/sd-bus.h>
 
@@ -17,6 +18,8 @@ typedef struct AuthRequest {
         const char *action;       /* polkit action asked for callers other than root and owner */
         const char *what;         /* for messages: "map file descriptors" */
         uid_t owner;              /* this uid needs no polkit either; (uid_t) -1: nobody */
+        uint64_t scope;           /* identifies the object acted on (0: none); with action and
+                                   * details it says what a polkit answer is good for */
         const char *details[2 * POLKIT_DETAILS_MAX + 1];  /* key, value, ..., NULL: for polkit rules */
 } AuthRequest;
 
@@ -34,5 +37,5 @@ int polkit_authorize(Manager *m, sd_bus_message *call, const AuthRequest *req, s
 /* True while some call waits for its authorization. */
 bool polkit_pending(Manager *m);
 
-/* Drops every pending query (at exit). */
-void polkit_flush(Manager *m);
+/* Drops every pending query (at exit), answering each call with error unless it is NULL. */
+void polkit_flush(Manager *m, const sd_bus_error *error);

@@ -54,6 +54,8 @@ static inline void *mfree(void *p) {
 }
 
 #define streq(a, b) (strcmp((a), (b)) == 0)
+/* Like streq(), and NULL equals only NULL. */
+#define streq_ptr(a, b) ({ const char *_a = (a), *_b = (b); _a && _b ? streq(_a, _b) : _a == _b; })
 
 static inline bool isempty(const char *s) {
         return !s || !*s;
