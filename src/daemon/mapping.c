@@ -278,6 +278,9 @@ static int job_open_source(void *userdata) {
                 else
                         target[n] = '\0';
                 m->job.source_description = strdup(target);
+                /* Shown as a D-Bus string, but file names need not be UTF-8. */
+                if (m->job.source_description)
+                        (void) utf8_sanitize(m->job.source_description);
         }
         return m->job.source_description ? 0 : -ENOMEM;
 }
@@ -821,6 +824,10 @@ static void mapping_fail(Mapping *m, const char *error_name, const char *fmt, ..
         va_start(ap, fmt);
         msg = vasprintf_or_null(fmt, ap);
         va_end(ap);
+        /* It becomes a D-Bus error message: a path cut short in a fixed buffer may end inside a
+         * character. */
+        if (msg)
+                (void) utf8_sanitize(msg);
 
         if (!m->error_name) {
                 m->error_name = strdup(error_name);

@@ -180,3 +180,79 @@ char *vasprintf_or_null(const char *fmt, va_list ap) {
 
         return vasprintf(&s, fmt, ap) < 0 ? NULL : s;
 }
+
+/* Length of the valid UTF-8 sequence at s, or 0 if there is none. */
+static size_t utf8_char_len(const unsigned char *s) {
+        unsigned char c = s[0];
+        size_t n;
+        uint32_t cp;
+
+        if (c < 0x80)
+                return 1;
+        if (c >= 0xc2 && c <= 0xdf) {
+                n = 2;
+                cp = c & 0x1f;
+        } else if (c >= 0xe0 && c <= 0xef) {
+                n = 3;
+                cp = c & 0x0f;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+                n = 4;
+                cp = c & 0x07;
+        } else
+                return 0;
+
+        for (size_t i = 1; i < n; i++) {
+                if ((s[i] & 0xc0) != 0x80)
+                        return 0;  /* also stops at the terminating NUL */
+                cp = (cp << 6) | (s[i] & 0x3f);
+        }
+
+        if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || cp > 0x10ffff ||
+            (cp >= 0xd800 && cp <= 0xdfff))
+                return 0;
+        return n;
+}
+
+bool utf8_is_valid(const char *s) {
+        const unsigned char *p = (const unsigned char *) s;
+
+        while (*p) {
+                size_t n = utf8_char_len(p);
+
+                if (n == 0)
+                        return false;
+                p += n;
+        }
+        return true;
+}
+
+char *utf8_sanitize(char *s) {
+        unsigned char *p = (unsigned char *) s;
+
+        while (*p) {
+                size_t n = utf8_char_len(p);
+
+                if (n == 0) {
+                        *p++ = '?';
+                        continue;
+                }
+                p += n;
+        }
+        return s;
+}
+
+size_t utf8_prefix_len(const char *s, size_t max) {
+        const unsigned char *p = (const unsigned char *) s;
+        size_t len = 0;
+
+        while (p[len]) {
+                size_t n = utf8_char_len(p + len);
+
+                if (n == 0)
+                        n = 1;  /* not UTF-8: count bytes */
+                if (len + n > max)
+                        break;
+                len += n;
+        }
+        return len;
+}

@@ -38,3 +38,14 @@ char *vasprintf_or_null(const char *fmt, va_list ap) __attribute__((format(print
 
 /* True if s starts with prefix; returns a pointer past it or NULL. */
 const char *startswith(const char *s, const char *prefix);
+
+/* Whether s is valid UTF-8 (what D-Bus requires of every string): no overlong forms, no
+ * surrogates, nothing beyond U+10FFFF. */
+bool utf8_is_valid(const char *s);
+
+/* Replaces every byte of s that is not part of valid UTF-8 with '?', in place; returns s. */
+char *utf8_sanitize(char *s);
+
+/* The length in bytes of the longest prefix of s (valid UTF-8) that has at most max bytes and
+ * does not cut a character in two: for quoting the start of a long input. */
+size_t utf8_prefix_len(const char *s, size_t max);

@@ -280,8 +280,34 @@ static void test_read_files(void) {
         CHECK_INT_EQ(read_one_line_file(path, &s), -ENOENT);
 }
 
+static void test_utf8(void) {
+        char bad[] = "a\xff""b\xc3", cut[] = "\xe2\x82", ok[] = "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80";
+
+        CHECK(utf8_is_valid(""), "empty string");
+        CHECK(utf8_is_valid("plain /path"), "ASCII");
+        CHECK(utf8_is_valid(ok), "2-, 3- and 4-byte characters");
+        CHECK(!utf8_is_valid("\xff"), "0xff");
+        CHECK(!utf8_is_valid("\xc0\xaf"), "overlong '/'");
+        CHECK(!utf8_is_valid("\xe0\x80\xaf"), "overlong 3-byte '/'");
+        CHECK(!utf8_is_valid("\xed\xa0\x80"), "surrogate U+D800");
+        CHECK(!utf8_is_valid("\xf4\x90\x80\x80"), "beyond U+10FFFF");
+        CHECK(!utf8_is_valid(cut), "a character cut short");
+
+        CHECK_STR_EQ(utf8_sanitize(bad), "a?b?");
+        CHECK_STR_EQ(utf8_sanitize(cut), "??");
+        CHECK_STR_EQ(utf8_sanitize(ok), "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80");
+
+        CHECK_INT_EQ((int) utf8_prefix_len("abcdef", 4), 4);
+        CHECK_INT_EQ((int) utf8_prefix_len("abc", 10), 3);
+        /* "é" is 2 bytes: a prefix of 4 bytes of "caf\xc3\xa9" stops before it. */
+        CHECK_INT_EQ((int) utf8_prefix_len("caf\xc3\xa9", 4), 3);
+        CHECK_INT_EQ((int) utf8_prefix_len("caf\xc3\xa9", 5), 5);
+        CHECK_INT_EQ((int) utf8_prefix_len("\xf0\x9f\x98\x80x", 3), 0);
+}
+
 int main(void) {
         test_mapping_name_is_valid();
+        test_utf8();
         test_parse_size();
         test_format_size();
         test_loop_device_parse_number();

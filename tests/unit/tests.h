@@ -14,7 +14,7 @@ static unsigned n_failed, n_checked;
                 if (!(cond)) {                                                                  \
                         n_failed++;                                                             \
                         fprintf(stderr, "%s:%d: %s: check '%s' failed: " fmt "\n",              \
-                                __FILE__, __LINE__, __func__, #cond, __VA_ARGS__);              \
+                                __FILE__, __LINE__, __func__, #cond __VA_OPT__(,) __VA_ARGS__); \
                 }                                                                               \
         } while (0)
 
