@@ -23,8 +23,9 @@
 #include "util.h"
 
 /* Map returns only once udev has processed the device and all its partitions, which can take a
- * while on a busy machine; Unmap may wait for the kernel to release the backing file. */
-#define CALL_TIMEOUT_USEC (UINT64_C(120) * UINT64_C(1000000))
+ * while on a busy machine, and polkit may first wait up to two minutes for a password; Unmap may
+ * wait for the kernel to release the backing file. */
+#define CALL_TIMEOUT_USEC (UINT64_C(300) * UINT64_C(1000000))
 
 #define EXIT_USAGE 2
 

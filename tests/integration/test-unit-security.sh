@@ -46,7 +46,7 @@ assert_eq root "$(unit_value "$ACTIVATION" User)" "User= of $ACTIVATION"
 assert_eq fuseloopd.service "$(unit_value "$ACTIVATION" SystemdService)" "SystemdService= of $ACTIVATION"
 assert_eq "$FL_BUS" "$(unit_value "$ACTIVATION" Name)" "Name= of $ACTIVATION"
 assert_eq "$FL_BUS" "$(unit_value "$COPY" BusName)" "BusName= of $UNIT"
-assert_eq dbus "$(unit_value "$COPY" Type)" "Type= of $UNIT"
+assert_eq notify "$(unit_value "$COPY" Type)" "Type= of $UNIT"
 grep -qx '\[D-BUS Service\]' "$ACTIVATION" || fail "$ACTIVATION has no [D-BUS Service] section"
 
 step "systemd-analyze verify prints nothing"
