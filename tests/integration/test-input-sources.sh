@@ -2,7 +2,10 @@
 # test-input-sources: bad sources are refused with InvalidSource and leave nothing behind:
 # a directory fd, a write-only fd, an O_PATH fd and an empty file (Map, fd crossing the bus from
 # python), a missing file, a relative path, a directory, an empty file and unsupported URI
-# schemes (MapURI); fuseloopctl refuses a missing file before asking the daemon anything.
+# schemes, paths with empty, "." or ".." components and a file:// URI that decodes to bytes that
+# are not UTF-8 (MapURI); fuseloopctl refuses a missing file before asking the daemon anything. A
+# source whose file name is not UTF-8 maps, and its name is shown with '?' for the odd byte, so
+# List and the Source property keep working (D-Bus strings must be UTF-8).
 # shellcheck source=../lib/lib.sh
 . "$(dirname "$0")/../lib/lib.sh"
 
@@ -29,6 +32,12 @@ expect_error InvalidSource flbus map-uri src-test "$FL_TMP/dir"
 expect_error InvalidSource flbus map-uri src-test "$FL_TMP/empty.bin"
 expect_error InvalidSource flbus map-uri src-test "http://localhost/data.bin"
 expect_error InvalidSource flbus map-uri src-test "bogus:$FL_TMP/data.bin"
+expect_error InvalidSource flbus map-uri src-test "$FL_TMP/../${FL_TMP#/tmp/}/data.bin"
+expect_error InvalidSource flbus map-uri src-test "$FL_TMP/./data.bin"
+expect_error InvalidSource flbus map-uri src-test "$FL_TMP//data.bin"
+expect_error InvalidSource flbus map-uri src-test "$FL_TMP/dir/"
+# %FF decodes to a byte that is not UTF-8: it could not even be quoted back.
+expect_error InvalidSource flbus map-uri src-test "file://$FL_TMP/data%FF.bin"
 assert_nothing_mapped
 
 step "busctl shows a readable message"
@@ -47,6 +56,18 @@ fi
 expect_failure 'missing\.bin|no such file' \
         env DBUS_SYSTEM_BUS_ADDRESS=unix:path=/nonexistent/bus "$FUSELOOPCTL" map ctl-missing "$FL_TMP/missing.bin"
 assert_nothing_mapped
+
+step "a source whose file name is not UTF-8"
+LATIN1=$FL_TMP/caf$'\xe9'.bin
+cp "$FL_TMP/data.bin" "$LATIN1"
+OUT=$(flbus map-fd src-latin1 "$LATIN1") || fail "Map of a file named in Latin-1 failed: $OUT"
+DEV=${OUT#* }
+assert_eq "$FL_TMP/caf?.bin" "$(get_prop src-latin1 Source)" "Source of src-latin1"
+assert_eq src-latin1 "$(list_names)" "List with a Latin-1 file name"
+ctl list >/dev/null || fail "fuseloopctl list failed with a Latin-1 file name"
+assert_eq "$(sha256_of "$FL_TMP/data.bin")" "$(sha256_of "$DEV")" "content of $DEV"
+flbus unmap src-latin1
+assert_nothing_left src-latin1
 
 step "a good source still works afterwards"
 OUT=$(flbus map-fd src-test "$FL_TMP/data.bin")
