@@ -15,9 +15,7 @@ DENIED_MSG='denied|not allowed|may not|not authorized'
 
 make_test_user U
 # The user must be able to reach the data it tries to map.
-chmod 0755 "$FL_TMP"
-head -c $((3 << 20)) /dev/urandom >"$FL_TMP/data.bin"
-chmod 0644 "$FL_TMP/data.bin"
+make_data_file "$FL_TMP/data.bin" 3
 mkdir -m 0700 "$FL_TMP/secret"
 head -c $((1 << 20)) /dev/urandom >"$FL_TMP/secret/root-only.bin"
 start_daemon

@@ -18,9 +18,7 @@ make_test_user U
 make_test_user V
 UID_U=$(id -u "$U")
 UID_V=$(id -u "$V")
-chmod 0755 "$FL_TMP"
-head -c $((1 << 20)) /dev/urandom >"$FL_TMP/data.img"
-chmod 0644 "$FL_TMP/data.img"
+make_data_file "$FL_TMP/data.img" 1
 # MapURI makes the daemon open the path as root: a file the user cannot read itself.
 mkdir -m 0700 "$FL_TMP/secret"
 head -c $((1 << 20)) /dev/urandom >"$FL_TMP/secret/uri-ok.img"

@@ -19,20 +19,11 @@ make_test_user C
 UID_A=$(id -u "$A")
 UID_B=$(id -u "$B")
 
-chmod 0755 "$FL_TMP"
 for f in a b r; do
-        head -c $((2 << 20)) /dev/urandom >"$FL_TMP/$f.img"
-        chmod 0644 "$FL_TMP/$f.img"
+        make_data_file "$FL_TMP/$f.img" 2
 done
 
-add_polkit_rule RULE <<EOF
-polkit.addRule(function(action, subject) {
-        if (action.id == "org.proxmox.fuseloop.map" && subject.isInGroup("$G"))
-                return polkit.Result.YES;
-});
-EOF
-wait_polkit 30 "$A" org.proxmox.fuseloop.map
-wait_polkit 30 "$B" org.proxmox.fuseloop.map
+grant_to_group "$G" map "$A" "$B"
 ! polkit_allows "$C" org.proxmox.fuseloop.map || fail "polkit allows $C, who is not in $G, to map"
 start_daemon
 start_monitor

@@ -13,94 +13,37 @@
 # shellcheck source=../lib/lib.sh
 . "$(dirname "$0")/../lib/lib.sh"
 
-command -v dbus-daemon >/dev/null || skip "dbus-daemon is not installed"
-BUS_POLICY=$FUSELOOP_SRC/dbus/org.proxmox.FuseLoop1.conf
-[ -r "$BUS_POLICY" ] || skip "no bus policy at $BUS_POLICY"
+need_private_bus
 
 ACCESS_DENIED=org.freedesktop.DBus.Error.AccessDenied
-BUS_SOCKET=$FL_TMP/bus
-BUS_CONF=$FL_TMP/bus.conf
-BUS_LOG=$FL_TMP/dbus-daemon.log
 
 make_test_group G
 make_test_user U "$G"
-# The user must reach the data, and the bus socket in $FL_TMP.
-chmod 0755 "$FL_TMP"
-head -c $((2 << 20)) /dev/urandom >"$FL_TMP/data.img"
-chmod 0644 "$FL_TMP/data.img"
+# The user must reach the data, and the bus socket in $FL_TMP (make_data_file makes it 0755).
+make_data_file "$FL_TMP/data.img" 2
 SUM=$(sha256_of "$FL_TMP/data.img")
 
-# On the machine's bus, polkit would let U map: the refusal below is polkit's absence.
-add_polkit_rule RULE <<EOF
-polkit.addRule(function(action, subject) {
-        if (action.id.indexOf("org.proxmox.fuseloop.") == 0 && subject.isInGroup("$G"))
-                return polkit.Result.YES;
-});
-EOF
-wait_polkit 30 "$U" org.proxmox.fuseloop.map
-wait_polkit 30 "$U" org.proxmox.fuseloop.map-uri
-wait_polkit 30 "$U" org.proxmox.fuseloop.unmap-other
+# On the machine's bus, polkit would let U map, map-uri and unmap-other: the refusals below are
+# polkit's absence.
+grant_to_group "$G" map,map-uri,unmap-other "$U"
 
-# A system bus like Debian's system.conf (method calls denied unless a policy allows them), with
-# no service directory (nothing is activated: no polkitd), no user switch, pidfile or syslog,
-# plus fuseloopd's own policy.
-cat >"$BUS_CONF" <<EOF
-<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path=$BUS_SOCKET</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus"
-           send_interface="org.freedesktop.DBus.Introspectable"/>
-    <allow send_destination="org.freedesktop.DBus"
-           send_interface="org.freedesktop.DBus.Properties"/>
-  </policy>
-  <!-- for the polkit that hangs (flbus.py fake-polkit), started later -->
-  <policy user="root">
+step "private system bus without polkitd"
+# The bus of lib.sh (no service directory: no polkitd), where root may own polkit's name for the
+# polkit that hangs (flbus.py fake-polkit), started later, and anyone may call it.
+FL_PRIVATE_BUS_POLICY='  <policy user="root">
     <allow own="org.freedesktop.PolicyKit1"/>
   </policy>
   <policy context="default">
     <allow send_destination="org.freedesktop.PolicyKit1"/>
-  </policy>
-  <include ignore_missing="no">$BUS_POLICY</include>
-</busconfig>
-EOF
-
-bus_ok() {
-        busctl --system --timeout=2 call org.freedesktop.DBus /org/freedesktop/DBus \
-                org.freedesktop.DBus GetId >/dev/null 2>&1
-}
-
-step "private system bus without polkitd"
-export DBUS_SYSTEM_BUS_ADDRESS=unix:path=$BUS_SOCKET
-dbus-daemon --config-file="$BUS_CONF" --nofork --nopidfile --nosyslog </dev/null >>"$BUS_LOG" 2>&1 8>&- &
-BUS_PID=$!
-FL_PIDS+=("$BUS_PID")
-if ! wait_until 10 bus_ok; then
-        cat "$BUS_LOG"
-        fail "the private dbus-daemon (pid $BUS_PID) did not answer on $BUS_SOCKET within 10 s"
-fi
-log "private dbus-daemon running as pid $BUS_PID on $DBUS_SYSTEM_BUS_ADDRESS"
+  </policy>'
+private_bus_start
 OUT=$(busctl_ call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
         NameHasOwner s org.freedesktop.PolicyKit1)
 assert_eq "b false" "$OUT" "org.freedesktop.PolicyKit1 on the private bus"
 OUT=$(as_user "$U" busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
         GetConnectionUnixUser s org.freedesktop.DBus 2>&1) || fail "$U cannot use the private bus: $OUT"
 start_daemon
-DBUS_SYSTEM_BUS_ADDRESS=$FL_SHARED_BUS no_owner || fail "$FL_BUS is owned on the machine's system bus"
+on_shared_bus no_owner || fail "$FL_BUS is owned on the machine's system bus"
 start_monitor
 
 step "root maps without polkit"

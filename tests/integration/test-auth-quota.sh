@@ -11,19 +11,10 @@ make_test_group G
 make_test_user A "$G"
 make_test_user B "$G"
 UID_A=$(id -u "$A")
-chmod 0755 "$FL_TMP"
-head -c $((1 << 20)) /dev/urandom >"$FL_TMP/data.img"
-chmod 0644 "$FL_TMP/data.img"
+make_data_file "$FL_TMP/data.img" 1
 SUM=$(sha256_of "$FL_TMP/data.img")
 
-add_polkit_rule RULE <<EOF
-polkit.addRule(function(action, subject) {
-        if (action.id == "org.proxmox.fuseloop.map" && subject.isInGroup("$G"))
-                return polkit.Result.YES;
-});
-EOF
-wait_polkit 30 "$A" org.proxmox.fuseloop.map
-wait_polkit 30 "$B" org.proxmox.fuseloop.map
+grant_to_group "$G" map "$A" "$B"
 FL_DAEMON_ARGS=(--max-mappings-per-user 2)
 start_daemon
 start_monitor

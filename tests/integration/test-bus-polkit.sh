@@ -7,9 +7,7 @@
 
 command -v setpriv >/dev/null || skip "setpriv is not installed"
 # The unprivileged caller must be able to reach the data file.
-chmod 0755 "$FL_TMP"
-head -c $((2 << 20)) /dev/urandom >"$FL_TMP/data.bin"
-chmod 0644 "$FL_TMP/data.bin"
+make_data_file "$FL_TMP/data.bin" 2
 start_daemon
 DEV=$(ctl_map owned-by-root "$FL_TMP/data.bin")
 

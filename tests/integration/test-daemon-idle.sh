@@ -9,9 +9,7 @@
 . "$(dirname "$0")/../lib/lib.sh"
 
 IDLE=3
-chmod 0755 "$FL_TMP"
-head -c $((1 << 20)) /dev/urandom >"$FL_TMP/data.img"
-chmod 0644 "$FL_TMP/data.img"
+make_data_file "$FL_TMP/data.img" 1
 SUM=$(sha256_of "$FL_TMP/data.img")
 FL_DAEMON_ARGS=(--idle-timeout "$IDLE")
 

@@ -14,7 +14,8 @@
 # recorded in /run/fuseloop-test.created and removed by the cleanup, or, if the test was killed,
 # by the next test. The cleanup also fails a test during which bus activation started the
 # installed fuseloopd (fuseloopctl auto-starts; busctl_ and flbus.py never do), and stops that
-# daemon by its pid.
+# daemon by its pid. A private system bus that a test started (private_bus_start) is stopped by
+# the cleanup like every other process the test recorded in FL_PIDS.
 #
 # Environment (set by tests/meson.build; defaults for running a test by hand):
 #   FUSELOOPD, FUSELOOPCTL      the binaries under test
@@ -28,6 +29,9 @@
 #   FL_DAEMON_ARGS=(...)          more options, after the default ones (a later option wins)
 #   FL_DAEMON_WRAPPER=(...)       a command that runs the daemon by exec (so the pid stays), e.g.
 #                                 (unshare --mount --propagation slave)
+# and before private_bus_start:
+#   FL_PRIVATE_BUS_POLICY=XML     more of the private bus's configuration (e.g. <policy> elements),
+#                                 before the project's bus policy
 #
 # The daemon under test always runs as
 #   $FUSELOOPD --run-dir /run/fuseloopd-test --log-level debug --idle-timeout 0 "${FL_DAEMON_ARGS[@]}"
@@ -57,6 +61,8 @@ FL_CREATED_RECORD=/run/fuseloop-test.created
 FL_SHARED_BUS=unix:path=/run/dbus/system_bus_socket
 FL_ACTIVATION_FILE=/usr/share/dbus-1/system-services/org.proxmox.FuseLoop1.service
 FL_POLKIT_RULES_DIR=/etc/polkit-1/rules.d
+FL_POLKIT_ACTION_PREFIX=org.proxmox.fuseloop.
+FL_BUS_POLICY_SRC=$FUSELOOP_SRC/dbus/org.proxmox.FuseLoop1.conf
 FL_BUS=org.proxmox.FuseLoop1
 FL_PATH=/org/proxmox/FuseLoop1
 FL_IFACE=org.proxmox.FuseLoop1
@@ -79,6 +85,8 @@ FL_PIDS=()
 FL_TEST_STARTTIME=
 FL_ACTIVATED_PID=
 FL_ACTIVATED_STARTTIME=
+FL_PRIVATE_BUS_PID=
+FL_PRIVATE_BUS_POLICY=
 ERR_OUT=
 
 # ------------------------------------------------------------ messages --
@@ -741,6 +749,32 @@ wait_polkit() {
         wait_for "$secs" "polkitd to allow $1: $2${3:+ (details: ${*:3})}" polkit_allows "$@"
 }
 
+# grant_to_group GROUP ACTION[,ACTION...] USER...: installs a polkit rule (add_polkit_rule, so the
+# cleanup removes it) that gives the members of GROUP each org.proxmox.fuseloop.ACTION (map,
+# map-uri, unmap-other) without a password, and waits (30 s at most for each) until polkitd allows
+# every ACTION to every USER.
+grant_to_group() {
+        # shellcheck disable=SC2034 # rule: the path add_polkit_rule stores; the cleanup removes it
+        local group=$1 actions=() ids='' a u rule
+
+        IFS=, read -r -a actions <<<"$2"
+        shift 2
+        for a in "${actions[@]}"; do
+                ids+="${ids:+, }\"$FL_POLKIT_ACTION_PREFIX$a\""
+        done
+        add_polkit_rule rule <<EOF
+polkit.addRule(function(action, subject) {
+        if ([$ids].indexOf(action.id) >= 0 && subject.isInGroup("$group"))
+                return polkit.Result.YES;
+});
+EOF
+        for u in "$@"; do
+                for a in "${actions[@]}"; do
+                        wait_polkit 30 "$u" "$FL_POLKIT_ACTION_PREFIX$a"
+                done
+        done
+}
+
 # ------------------------------------------------------------ bus activation --
 
 # fl_installed_daemon: the program that bus activation starts (Exec= of the activation file).
@@ -817,7 +851,109 @@ fl_check_activation() {
         return 1
 }
 
+# ---------------------------------------------------------- private system bus --
+
+# A test that must not touch the machine's system bus (it kills the bus, or it needs a bus on
+# which no polkitd runs) runs a private dbus-daemon of its own and points itself, the daemon and
+# every client at it (DBUS_SYSTEM_BUS_ADDRESS). That bus is a system bus like Debian's system.conf
+# (method calls denied unless a policy allows them) on the socket $FL_TMP/bus, which every user
+# may connect to once $FL_TMP is 0755 (make_data_file), with no service directory (nothing is
+# activated: no polkitd), no user switch, pidfile or syslog, plus the project's bus policy. Its
+# log is $FL_TMP/dbus-daemon.log.
+
+# need_private_bus: skips the test unless it can run a private bus (dbus-daemon is installed and
+# the project's bus policy is in the source tree). private_bus_start checks it too; a test calls
+# it first to skip before it makes anything.
+need_private_bus() {
+        command -v dbus-daemon >/dev/null || skip "dbus-daemon is not installed"
+        [ -r "$FL_BUS_POLICY_SRC" ] || skip "no bus policy at $FL_BUS_POLICY_SRC"
+}
+
+# bus_answers: the bus the test uses answers a call to the bus itself within 2 s.
+bus_answers() {
+        busctl --system --timeout=2 call org.freedesktop.DBus /org/freedesktop/DBus \
+                org.freedesktop.DBus GetId >/dev/null 2>&1
+}
+
+# on_shared_bus COMMAND...: runs COMMAND against the machine's system bus, whichever bus the test
+# itself uses.
+on_shared_bus() { DBUS_SYSTEM_BUS_ADDRESS=$FL_SHARED_BUS "$@"; }
+
+# private_bus_start: writes the configuration of the private bus ($FL_TMP/bus.conf, with
+# $FL_PRIVATE_BUS_POLICY just before the project's policy), exports DBUS_SYSTEM_BUS_ADDRESS for it, starts dbus-daemon (our child; its pid in FL_PRIVATE_BUS_PID and
+# FL_PIDS, so that the cleanup stops it) and waits until it answers (fails the test after 10 s).
+# After private_bus_stop, it starts a new bus at the same address.
+private_bus_start() {
+        local socket=$FL_TMP/bus conf=$FL_TMP/bus.conf buslog=$FL_TMP/dbus-daemon.log
+
+        need_private_bus
+        [ -z "$FL_PRIVATE_BUS_PID" ] || fail "private_bus_start: the private bus (pid $FL_PRIVATE_BUS_PID) runs"
+        cat >"$conf" <<EOF
+<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path=$socket</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus"
+           send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus"
+           send_interface="org.freedesktop.DBus.Properties"/>
+  </policy>
+$FL_PRIVATE_BUS_POLICY
+  <include ignore_missing="no">$FL_BUS_POLICY_SRC</include>
+</busconfig>
+EOF
+        export DBUS_SYSTEM_BUS_ADDRESS=unix:path=$socket
+        printf '\n===== %s: starting dbus-daemon\n' "$(date +%T.%3N)" >>"$buslog"
+        dbus-daemon --config-file="$conf" --nofork --nopidfile --nosyslog </dev/null >>"$buslog" 2>&1 8>&- &
+        FL_PRIVATE_BUS_PID=$!
+        FL_PIDS+=("$FL_PRIVATE_BUS_PID")
+        if ! wait_until 10 bus_answers; then
+                cat "$buslog"
+                fail "the private dbus-daemon (pid $FL_PRIVATE_BUS_PID) did not answer on $socket within 10 s"
+        fi
+        log "private dbus-daemon running as pid $FL_PRIVATE_BUS_PID on $DBUS_SYSTEM_BUS_ADDRESS"
+}
+
+# private_bus_stop [SIGNAL]: sends SIGNAL (default TERM; KILL is a crash, which leaves the socket
+# file behind) to the private bus, reaps it and takes it off the cleanup's list. The test keeps
+# using its address: clients fail until private_bus_start starts a new bus there.
+private_bus_stop() {
+        local sig=${1:-TERM} pid=$FL_PRIVATE_BUS_PID keep=() p
+
+        [ -n "$pid" ] || fail "private_bus_stop: no private bus runs"
+        kill -"$sig" "$pid"
+        wait "$pid" 2>/dev/null || true
+        for p in "${FL_PIDS[@]}"; do
+                [ "$p" = "$pid" ] || keep+=("$p")
+        done
+        FL_PIDS=("${keep[@]}")
+        FL_PRIVATE_BUS_PID=
+        log "stopped the private dbus-daemon (pid $pid) with SIG$sig"
+}
+
 # ---------------------------------------------------------------- data --
+
+# make_data_file FILE MIB: MIB MiB of random bytes in FILE, which every test user may read: FILE
+# is made 0644 and $FL_TMP 0755.
+make_data_file() {
+        chmod 0755 "$FL_TMP"
+        head -c $(($2 << 20)) /dev/urandom >"$1"
+        chmod 0644 "$1"
+}
 
 # make_tree DIR: files of awkward sizes with random content, including a subdirectory tree.
 # About 3.4 MiB.
