@@ -9,7 +9,8 @@
 # nothing there. Then a polkit that never answers (flbus.py fake-polkit): while a user's Map
 # waits for it, the daemon serves others (List, root's Map and Unmap) at once; the waiting Map is
 # refused (AccessDenied, naming polkit) as soon as that polkit goes away, and another one after
-# the daemon's polkit timeout (25 s) if it just hangs.
+# the daemon's polkit timeout (25 s) if it just hangs. One connection may have 16 calls waiting
+# for polkit; the 17th is refused at once with LimitsExceeded.
 # shellcheck source=../lib/lib.sh
 . "$(dirname "$0")/../lib/lib.sh"
 
@@ -139,6 +140,24 @@ mapping_not_listed waiting-1 || fail "waiting-1 is listed while its authorizatio
 stop_fake_polkit
 wait_for 10 "the waiting Map to end" not_alive "$MAP_PID"
 end_user_map waiting-1
+
+step "a polkit that hangs: one connection may have 16 calls waiting for it, not more"
+start_fake_polkit
+flbus_as "$U" map-uri-many 17 many- "$FL_TMP/data.img" >"$FL_TMP/many.out" 2>&1 8>&- &
+MANY_PID=$!
+FL_PIDS+=("$MANY_PID")
+wait_for 10 "the daemon to ask the fake polkit 16 times" \
+        eval '[ "$(grep -c "^CALL CheckAuthorization " "$FL_TMP/fake-polkit.log")" -ge 16 ]'
+alive "$MANY_PID" || fail "the 17 calls ended before polkit answered: $(cat "$FL_TMP/many.out")"
+stop_fake_polkit
+wait_for 30 "the 17 calls to end" not_alive "$MANY_PID"
+wait "$MANY_PID" || fail "map-uri-many failed: $(cat "$FL_TMP/many.out")"
+unset 'FL_PIDS[-1]'
+cat "$FL_TMP/many.out"
+assert_eq 1 "$(grep -c ' ERROR org.freedesktop.DBus.Error.LimitsExceeded: ' "$FL_TMP/many.out")" \
+        "calls refused with LimitsExceeded"
+assert_eq 16 "$(grep -c " ERROR $ACCESS_DENIED: " "$FL_TMP/many.out")" "calls refused with AccessDenied"
+for i in $(seq 0 16); do assert_nothing_left "many-$i"; done
 
 step "a polkit that hangs: the call is refused after the daemon's timeout"
 start_fake_polkit

@@ -15,6 +15,8 @@ the time of the call, so nothing is ever bus-activated.
         opens PATH itself (MODE: rdonly (default), wronly, rdwr, dir, path) and
         calls Map(NAME, fd, OPTS); prints "OBJECT-PATH DEVICE"
   flbus.py map-uri NAME URI [OPT...]       MapURI(NAME, URI, OPTS); same output
+  flbus.py map-uri-many N PREFIX URI       N MapURI(PREFIXi, URI) calls at once on one connection;
+        prints "PREFIXi OK OBJECT-PATH DEVICE" or "PREFIXi ERROR <error name>: <message>" each
   flbus.py unmap NAME-OR-DEVICE [OPT...]   manager's Unmap
   flbus.py unmap-object NAME [OPT...]      Unmap on the mapping object
   flbus.py list                            List(): one tab-separated line per mapping
@@ -200,6 +202,36 @@ def cmd_map_uri(args):
     print(f"{p} {dev}")
 
 
+def cmd_map_uri_many(args):
+    """N MapURI calls sent at once on one connection; one line per call, in order."""
+    if len(args) != 3:
+        die("usage: map-uri-many N PREFIX URI")
+    import dbus
+    import dbus.mainloop.glib
+    from gi.repository import GLib
+    dbus.mainloop.glib.DBusGMainLoop(set_as_default=True)
+    n, prefix, uri = int(args[0]), args[1], args[2]
+    bus = get_bus()
+    iface = dbus.Interface(obj(bus, MANAGER_PATH), MANAGER_IFACE)
+    loop = GLib.MainLoop()
+    results = {}
+
+    def done(name, text):
+        results[name] = text
+        if len(results) == n:
+            loop.quit()
+
+    for i in range(n):
+        name = f"{prefix}{i}"
+        iface.MapURI(name, uri, dbus.Dictionary({}, signature="sv"), timeout=CALL_TIMEOUT,
+                     reply_handler=lambda p, d, name=name: done(name, f"OK {p} {d}"),
+                     error_handler=lambda e, name=name: done(
+                         name, f"ERROR {e.get_dbus_name()}: {e.get_dbus_message()}"))
+    loop.run()
+    for i in range(n):
+        print(f"{prefix}{i} {results[f'{prefix}{i}']}", flush=True)
+
+
 def cmd_unmap(args):
     if len(args) < 1:
         die("usage: unmap NAME-OR-DEVICE [OPT...]")
@@ -380,6 +412,7 @@ def cmd_compare_xml(args):
 COMMANDS = {
     "map-fd": cmd_map_fd,
     "map-uri": cmd_map_uri,
+    "map-uri-many": cmd_map_uri_many,
     "unmap": cmd_unmap,
     "unmap-object": cmd_unmap_object,
     "list": cmd_list,
