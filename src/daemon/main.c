@@ -16,6 +16,9 @@ static const char *arg_run_dir = FUSELOOP_DEFAULT_RUN_DIR;
 static uint64_t arg_idle_timeout_sec = FUSELOOP_DEFAULT_IDLE_TIMEOUT_SEC;
 static unsigned arg_user_quota = FUSELOOP_DEFAULT_USER_QUOTA;
 
+/* The run directory and a '/' fit in struct loop_info64's lo_file_name[64] with its NUL. */
+#define RUN_DIR_MAX 62u
+
 /* A week; more is a mistake rather than a wish (0 means never). */
 #define IDLE_TIMEOUT_MAX_SEC (7ULL * 24 * 3600)
 
@@ -58,9 +61,12 @@ static int parse_argv(int argc, char *argv[]) {
                         printf("fuseloopd %s\n", FUSELOOP_VERSION);
                         return 0;
                 case ARG_RUN_DIR:
-                        if (optarg[0] != '/' || strlen(optarg) > 200)
-                                return log_error_errno(EINVAL, "--run-dir needs an absolute path of at most 200 characters: '%s'",
-                                                       optarg);
+                        /* Loop devices carry "<run-dir>/<name>" in their 64-byte file name
+                         * field, by which a later instance recognises its leftovers even when
+                         * the kernel no longer knows the backing file's path. */
+                        if (optarg[0] != '/' || strlen(optarg) > RUN_DIR_MAX)
+                                return log_error_errno(EINVAL, "--run-dir needs an absolute path of at most %u characters: '%s'",
+                                                       RUN_DIR_MAX, optarg);
                         arg_run_dir = optarg;
                         break;
                 case ARG_LOG_LEVEL:
