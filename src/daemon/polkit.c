@@ -241,15 +241,15 @@ static int auth_query_decide(AuthQuery *q, const AuthRequest *req, uid_t *ret_ui
                                          "available (%s%s%s).",
                                          ename, emsg ? ": " : "", emsg ?: "");
         }
-        /* A challenge although the call allowed interaction: no authentication agent could ask
-         * (or the password was not given). Asking again would not help. */
+        /* A challenge although the call allowed interaction: no authentication agent asked, or
+         * the password was wrong. Asking again the same way would not help. */
         if (!authorized && challenge && interactive) {
-                log_info("polkit did not let uid %u %s: no authentication as an administrator (%s).",
+                log_info("polkit did not let uid %u %s: authentication failed or no agent asked (%s).",
                          (unsigned) uid, req->what, req->action);
                 return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
-                                         "Permission denied: to %s, uid %u must authenticate as an "
-                                         "administrator (polkit action %s), which no authentication agent did.",
-                                         req->what, (unsigned) uid, req->action);
+                                         "Permission denied: uid %u may %s (polkit action %s) only after "
+                                         "authenticating, which failed or no authentication agent asked for.",
+                                         (unsigned) uid, req->what, req->action);
         }
         if (!authorized && challenge)
                 return sd_bus_error_setf(error, SD_BUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED,
