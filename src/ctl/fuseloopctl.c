@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -13,10 +14,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <systemd/sd-bus.h>
+#include <systemd/sd-login.h>
 
 #include "bus-names.h"
 #include "macro.h"
@@ -28,6 +32,13 @@
 #define CALL_TIMEOUT_USEC (UINT64_C(300) * UINT64_C(1000000))
 
 #define EXIT_USAGE 2
+
+/* polkit's text authentication agent: looked up in PATH, then at its usual place. */
+#define POLKIT_AGENT_NAME "pkttyagent"
+#define POLKIT_AGENT_PATH "/usr/bin/pkttyagent"
+/* How long we wait for the agent to register: longer than the 25 s D-Bus timeout of its own
+ * registration call, so that normally the agent gives up first. */
+#define POLKIT_AGENT_REGISTER_TIMEOUT_MSEC (30 * 1000)
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(DIR *, closedir)
 
@@ -137,10 +148,15 @@ static const char *yes_no(int b) {
         return b ? "yes" : "no";
 }
 
-/* Connects to the system bus (DBUS_SYSTEM_BUS_ADDRESS is honoured). When someone can answer a
- * password prompt (stdin is a terminal) and --no-ask-password was not given, the daemon may let
- * polkit ask for interactive authorization on our calls; otherwise polkit must decide without
- * asking. Returns 0 and the connection, or -errno after reporting it. */
+/* Whether polkit may ask for a password on our calls: someone can answer (stdin is a terminal) and
+ * --no-ask-password was not given. */
+static bool ask_password(void) {
+        return arg_ask_password && isatty(STDIN_FILENO);
+}
+
+/* Connects to the system bus (DBUS_SYSTEM_BUS_ADDRESS is honoured). When ask_password(), the
+ * daemon may let polkit ask for interactive authorization on our calls; otherwise polkit must
+ * decide without asking. Returns 0 and the connection, or -errno after reporting it. */
 static int bus_connect(sd_bus **ret) {
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         int r;
@@ -150,13 +166,142 @@ static int bus_connect(sd_bus **ret) {
                 return error_errno(r, "failed to connect to the system bus: %m");
 
         /* Applies to every method call message created on this connection from now on. */
-        r = sd_bus_set_allow_interactive_authorization(bus,
-                                                       arg_ask_password && isatty(STDIN_FILENO));
+        r = sd_bus_set_allow_interactive_authorization(bus, ask_password());
         if (r < 0)
                 return error_errno(r, "failed to set interactive authorization: %m");
 
         *ret = TAKE_PTR(bus);
         return 0;
+}
+
+/* Whether polkitd finds a login session for this process, looked up the way polkitd (with logind)
+ * does: the session of the process, else the graphical session of the user who owns it. */
+static bool polkit_session_known(void) {
+        _cleanup_(freep) char *session = NULL, *display = NULL;
+        uid_t uid;
+
+        if (sd_pid_get_session(0, &session) >= 0)
+                return true;
+
+        return sd_pid_get_owner_uid(0, &uid) >= 0 && sd_uid_get_display(uid, &display) >= 0;
+}
+
+/* Waits until the write end of the pipe whose read end is fd is closed or written to, timeout_msec
+ * at most. Returns 1 when it was, 0 on timeout, or -errno. */
+static int pipe_wait_hangup(int fd, int timeout_msec) {
+        struct timespec now;
+        int64_t deadline;
+        int r;
+
+        if (clock_gettime(CLOCK_MONOTONIC, &now) < 0)
+                return negative_errno();
+        deadline = (int64_t) now.tv_sec * 1000 + now.tv_nsec / 1000000 + timeout_msec;
+
+        for (;;) {
+                struct pollfd p = { .fd = fd, .events = POLLIN };
+                int64_t left;
+
+                if (clock_gettime(CLOCK_MONOTONIC, &now) < 0)
+                        return negative_errno();
+                left = deadline - ((int64_t) now.tv_sec * 1000 + now.tv_nsec / 1000000);
+                if (left <= 0)
+                        return 0;
+
+                r = poll(&p, 1, (int) left);
+                if (r < 0 && errno == EINTR)
+                        continue;
+                if (r < 0)
+                        return negative_errno();
+                if (r > 0)
+                        return 1;
+        }
+}
+
+/* Ends the agent that polkit_agent_start() returned (0: none): SIGTERM, on which pkttyagent
+ * restores the terminal, SIGCONT in case it was stopped, and waits for its exit. Returns 0. */
+static pid_t polkit_agent_stop(pid_t pid) {
+        if (pid <= 0)
+                return 0;
+
+        (void) kill(pid, SIGTERM);
+        (void) kill(pid, SIGCONT);
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+                ;
+        return 0;
+}
+
+static void polkit_agent_stopp(pid_t *pid) {
+        *pid = polkit_agent_stop(*pid);
+}
+
+/* Like systemctl, brings a text authentication agent for the next call that may need polkit
+ * authorization, so that on a terminal without a desktop's agent (an ssh login, a console) polkit
+ * asks for the password there rather than refusing the call. Only when ask_password(), and not
+ * for root, whom the daemon never sends to polkit. Starts pkttyagent for this process and waits
+ * until it has registered with polkitd (it closes the --notify-fd then; it exits if it cannot
+ * register). A missing or failing agent is no error: a call that needs a password then fails as
+ * it would without one. Returns the agent's pid, for polkit_agent_stop(), or 0 if none runs. */
+static pid_t polkit_agent_start(void) {
+        _cleanup_(closep) int rfd = -EBADF, wfd = -EBADF;
+        char notify_fd[16], process[16];
+        char *argv[8];
+        size_t n = 0;
+        pid_t parent, pid;
+        int fds[2], r;
+
+        if (!ask_password() || geteuid() == 0)
+                return 0;
+
+        if (pipe2(fds, O_CLOEXEC) < 0) {
+                (void) error_errno(errno, "failed to start the polkit agent: %m, ignoring");
+                return 0;
+        }
+        rfd = fds[0];
+        wfd = fds[1];
+
+        parent = getpid();
+        (void) snprintf(notify_fd, sizeof(notify_fd), "%i", wfd);
+        (void) snprintf(process, sizeof(process), "%i", (int) parent);
+        argv[n++] = (char *) POLKIT_AGENT_NAME;
+        argv[n++] = (char *) "--notify-fd";
+        argv[n++] = notify_fd;
+        argv[n++] = (char *) "--process";
+        argv[n++] = process;
+        /* With --fallback the agent yields to one that our login session has (a desktop's). But
+         * polkitd (122, and upstream up to at least 127) passes over a fallback agent of a process
+         * whose session it cannot tell, as on a machine without logind: there, no session agent
+         * could be found either, so ours must register as the process's only agent. */
+        if (polkit_session_known())
+                argv[n++] = (char *) "--fallback";
+        argv[n] = NULL;
+
+        pid = fork();
+        if (pid < 0) {
+                (void) error_errno(errno, "failed to start the polkit agent: %m, ignoring");
+                return 0;
+        }
+        if (pid == 0) {
+                /* The agent ends with us, whatever ends us; only the notify fd crosses exec. */
+                if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != parent)
+                        _exit(EXIT_FAILURE);
+                if (fcntl(wfd, F_SETFD, 0) < 0)
+                        _exit(EXIT_FAILURE);
+
+                (void) execvp(POLKIT_AGENT_NAME, argv);
+                (void) execv(POLKIT_AGENT_PATH, argv);
+                _exit(EXIT_FAILURE);
+        }
+
+        wfd = safe_close(wfd);
+
+        r = pipe_wait_hangup(rfd, POLKIT_AGENT_REGISTER_TIMEOUT_MSEC);
+        if (r == 0)
+                (void) error_errno(ETIMEDOUT, "the polkit agent did not register within %i s, "
+                                   "ignoring", POLKIT_AGENT_REGISTER_TIMEOUT_MSEC / 1000);
+        else if (r < 0)
+                (void) error_errno(r, "failed to wait for the polkit agent: %m, ignoring");
+
+        return pid;
 }
 
 /* Appends the map options the user gave, and only those, as the a{sv} argument of Map. */
@@ -237,6 +382,7 @@ static int verb_map(char **args) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_(closep) int fd = -EBADF;
+        _cleanup_(polkit_agent_stopp) pid_t agent = 0;
         const char *name = args[0], *source = args[1], *path, *device;
         int r;
 
@@ -262,7 +408,11 @@ static int verb_map(char **args) {
         if (r < 0)
                 return bus_create_error(r);
 
+        agent = polkit_agent_start();
+
         r = sd_bus_call(bus, m, CALL_TIMEOUT_USEC, &error, &reply);
+        /* polkit has answered: no agent stays with map --bind. */
+        agent = polkit_agent_stop(agent);
         if (r < 0)
                 return bus_error_report(&error, r, FUSELOOP_POLKIT_MAP, "failed to map '%s'", name);
 
@@ -282,6 +432,7 @@ static int verb_unmap(char **args) {
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(polkit_agent_stopp) pid_t agent = 0;
         const char *target = args[0];
         int r;
 
@@ -305,9 +456,12 @@ static int verb_unmap(char **args) {
         if (r < 0)
                 return bus_create_error(r);
 
+        agent = polkit_agent_start();
+
         /* The owner of a mapping and root may always unmap it, so a refusal means that it is
          * someone else's. */
         r = sd_bus_call(bus, m, CALL_TIMEOUT_USEC, &error, NULL);
+        agent = polkit_agent_stop(agent);
         if (r < 0)
                 return bus_error_report(&error, r, FUSELOOP_POLKIT_UNMAP_OTHER,
                                         "failed to unmap '%s'", target);
@@ -789,8 +943,10 @@ static void help(void) {
                "                           is unmapped when this command ends (SIGINT/SIGTERM)\n"
                "     --lazy                unmap: detach once the last user closes the device\n"
                "     --no-legend           list: omit the header line\n"
-               "     --no-ask-password     Do not let polkit ask for a password; without this\n"
-               "                           option it may ask when stdin is a terminal\n"
+               "     --no-ask-password     Do not let polkit ask for a password. Without this\n"
+               "                           option, when stdin is a terminal, polkit may ask\n"
+               "                           through the desktop's agent or, without one, on the\n"
+               "                           terminal (fuseloopctl starts pkttyagent)\n"
                "\n"
                "BYTES takes a K, M, G or T suffix (powers of 1024).\n"
                "\n"
