@@ -601,6 +601,10 @@ static void mapping_reply_error(Mapping *m, sd_bus_message **call, const char *n
         va_start(ap, fmt);
         msg = vasprintf_or_null(fmt, ap);
         va_end(ap);
+        /* A D-Bus error message must be UTF-8, but it may quote a file name, or a path cut short
+         * in a fixed buffer in the middle of a character. */
+        if (msg)
+                (void) utf8_sanitize(msg);
 
         r = sd_bus_reply_method_errorf(*call, name, "%s", msg ?: "out of memory");
         if (r < 0)
@@ -824,10 +828,6 @@ static void mapping_fail(Mapping *m, const char *error_name, const char *fmt, ..
         va_start(ap, fmt);
         msg = vasprintf_or_null(fmt, ap);
         va_end(ap);
-        /* It becomes a D-Bus error message: a path cut short in a fixed buffer may end inside a
-         * character. */
-        if (msg)
-                (void) utf8_sanitize(msg);
 
         if (!m->error_name) {
                 m->error_name = strdup(error_name);
