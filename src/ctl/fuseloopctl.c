@@ -660,6 +660,64 @@ static int list_table_add(ListTable *t, const char *path, const MappingStatus *s
         return 0;
 }
 
+/* Reads the next object of a GetManagedObjects reply (entered at its array): its path and, if it
+ * is a mapping, its properties into *st. Returns 0 at the end of the array, 1 for an object that is
+ * not a mapping, 2 for a mapping, or -errno after reporting it. */
+static int managed_object_read(sd_bus_message *reply, const char **ret_path, MappingStatus *st) {
+        bool is_mapping = false;
+        int r;
+
+        r = sd_bus_message_enter_container(reply, 'e', "oa{sa{sv}}");
+        if (r <= 0)
+                return r < 0 ? bus_parse_error(r) : 0;
+
+        r = sd_bus_message_read(reply, "o", ret_path);
+        if (r < 0)
+                return bus_parse_error(r);
+
+        r = sd_bus_message_enter_container(reply, 'a', "{sa{sv}}");
+        if (r < 0)
+                return bus_parse_error(r);
+
+        /* Besides ours, sd-bus lists the standard interfaces of each object. */
+        for (;;) {
+                const char *interface;
+
+                r = sd_bus_message_enter_container(reply, 'e', "sa{sv}");
+                if (r < 0)
+                        return bus_parse_error(r);
+                if (r == 0)
+                        break;
+
+                r = sd_bus_message_read(reply, "s", &interface);
+                if (r < 0)
+                        return bus_parse_error(r);
+
+                if (streq(interface, FUSELOOP_MAPPING_INTERFACE)) {
+                        r = status_parse(reply, st);
+                        if (r < 0)
+                                return r;
+                        is_mapping = true;
+                } else {
+                        r = sd_bus_message_skip(reply, "a{sv}");
+                        if (r < 0)
+                                return bus_parse_error(r);
+                }
+
+                r = sd_bus_message_exit_container(reply);
+                if (r < 0)
+                        return bus_parse_error(r);
+        }
+
+        r = sd_bus_message_exit_container(reply);
+        if (r >= 0)
+                r = sd_bus_message_exit_container(reply);
+        if (r < 0)
+                return bus_parse_error(r);
+
+        return is_mapping ? 2 : 1;
+}
+
 /* list: one aligned line per mapping, sorted by name. The List method has no owner, so all
  * columns come from the mapping objects' properties, fetched in one GetManagedObjects call. */
 static int verb_list(char **args) {
@@ -691,63 +749,15 @@ static int verb_list(char **args) {
 
         for (;;) {
                 MappingStatus st = {};
-                bool is_mapping = false;
                 const char *path;
 
-                r = sd_bus_message_enter_container(reply, 'e', "oa{sa{sv}}");
+                r = managed_object_read(reply, &path, &st);
                 if (r < 0)
-                        return bus_parse_error(r);
+                        return r;
                 if (r == 0)
                         break;
-
-                r = sd_bus_message_read(reply, "o", &path);
-                if (r < 0)
-                        return bus_parse_error(r);
-
-                r = sd_bus_message_enter_container(reply, 'a', "{sa{sv}}");
-                if (r < 0)
-                        return bus_parse_error(r);
-
-                /* Besides ours, sd-bus lists the standard interfaces of each object. */
-                for (;;) {
-                        const char *interface;
-
-                        r = sd_bus_message_enter_container(reply, 'e', "sa{sv}");
-                        if (r < 0)
-                                return bus_parse_error(r);
-                        if (r == 0)
-                                break;
-
-                        r = sd_bus_message_read(reply, "s", &interface);
-                        if (r < 0)
-                                return bus_parse_error(r);
-
-                        if (streq(interface, FUSELOOP_MAPPING_INTERFACE)) {
-                                r = status_parse(reply, &st);
-                                if (r < 0)
-                                        return r;
-                                is_mapping = true;
-                        } else {
-                                r = sd_bus_message_skip(reply, "a{sv}");
-                                if (r < 0)
-                                        return bus_parse_error(r);
-                        }
-
-                        r = sd_bus_message_exit_container(reply);
-                        if (r < 0)
-                                return bus_parse_error(r);
-                }
-
-                r = sd_bus_message_exit_container(reply);
-                if (r < 0)
-                        return bus_parse_error(r);
-
-                r = sd_bus_message_exit_container(reply);
-                if (r < 0)
-                        return bus_parse_error(r);
-
-                if (!is_mapping)
-                        continue;
+                if (r == 1)
+                        continue;  /* not a mapping */
 
                 r = list_table_add(&t, path, &st);
                 if (r < 0)
