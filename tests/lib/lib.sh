@@ -1041,27 +1041,31 @@ sha256_head() { head -c "$2" "$1" | sha256sum | cut -d' ' -f1; }
 
 # fl_sweep: removes what a test (or a killed daemon) left in the test run directory and in
 # test temporary directories. Prints what it found; returns 1 if it found anything.
-fl_sweep() {
-        local found=0 dev back m
+# fl_unmount_under PREFIX WHAT: unmounts every mount below PREFIX, deepest first (lazily if it is
+# busy). Returns 1 if there was any.
+fl_unmount_under() {
+        local m found=0
 
         while read -r m; do
                 [ -n "$m" ] || continue
-                log "cleanup: unmounting leftover mount $m"
+                log "cleanup: unmounting leftover $2 $m"
                 umount "$m" 2>/dev/null || umount -l "$m" || true
                 found=1
-        done < <(mounts_under "$FL_TMP_PREFIX" | sort -r)
+        done < <(mounts_under "$1" | sort -r)
+        [ "$found" -eq 0 ]
+}
+
+fl_sweep() {
+        local found=0 dev back m
+
+        fl_unmount_under "$FL_TMP_PREFIX" mount || found=1
         while read -r dev back; do
                 [ -n "$dev" ] || continue
                 log "cleanup: detaching leftover loop device $dev (backing file $back)"
                 losetup -d "$dev" || true
                 found=1
         done < <(loop_devices_backed_by_run_dir)
-        while read -r m; do
-                [ -n "$m" ] || continue
-                log "cleanup: unmounting leftover FUSE mount $m"
-                umount "$m" 2>/dev/null || umount -l "$m" || true
-                found=1
-        done < <(mounts_under "$FL_RUN_DIR/" | sort -r)
+        fl_unmount_under "$FL_RUN_DIR/" "FUSE mount" || found=1
         while read -r m; do
                 [ -n "$m" ] || continue
                 log "cleanup: removing leftover $m"
