@@ -16,12 +16,26 @@ INSTALLED=$(fl_installed_daemon)
 [ -x "$INSTALLED" ] || skip "the activation file names $INSTALLED, which is not installed"
 grep -q '^User=root$' "$FL_ACTIVATION_FILE" || fail "$FL_ACTIVATION_FILE does not run the daemon as root"
 DEFAULT_IDLE=30
-DBUS_LOG=/run/fuseloop-services/dbus.log
 
 make_test_user U
 UID_U=$(id -u "$U")
-# dbus-daemon's log, if tests/lib/services.sh started it: it names who asked for the activation.
-DBUS_LOG_LINES=$(wc -l <"$DBUS_LOG" 2>/dev/null || echo -1)
+# dbus-daemon's log, if tests/lib/services.sh started the bus daemon that serves now: it names
+# who asked for the activation. The state directory is the one services.sh was given (tests/run.sh
+# makes one per run); its pid record must name the very bus daemon, as the bus driver reports it.
+SERVICES_STATE=${FUSELOOP_SERVICES_STATE:-/run/fuseloop-services}
+DBUS_LOG=$SERVICES_STATE/dbus.log
+DBUS_LOG_LINES=-1
+BUS_PID=$(busctl_ call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus \
+        GetConnectionUnixProcessID s org.freedesktop.DBus 2>/dev/null) || BUS_PID=
+BUS_PID=${BUS_PID#u }
+if [ -n "$BUS_PID" ] && [ -r "$SERVICES_STATE/dbus.pid" ] && [ -r "$DBUS_LOG" ] &&
+        read -r REC_PID REC_START <"$SERVICES_STATE/dbus.pid" && [ "$REC_PID" = "$BUS_PID" ] &&
+        [ "$(starttime "$BUS_PID" 2>/dev/null)" = "$REC_START" ]; then
+        DBUS_LOG_LINES=$(wc -l <"$DBUS_LOG")
+        log "bus daemon pid $BUS_PID logs to $DBUS_LOG"
+else
+        log "the bus daemon (pid ${BUS_PID:-unknown}) was not started by services.sh with state in $SERVICES_STATE; its log is not checked"
+fi
 
 # check_bus_log UID: if we have dbus-daemon's log, the last activation of the name that it logged
 # was asked for by UID and went through the setuid launch helper.
