@@ -113,6 +113,22 @@ check_comm() { # pid expected-comm
         die "pid $1 is not $2 (got '$(cat "/proc/$1/comm" 2>/dev/null)'); not recording it"
 }
 
+# launch NAME READY -- COMMAND...: start COMMAND detached, logging to $STATE/NAME.log, and
+# wait up to 10 s for READY (a command line, split into words) to succeed. On a time-out it
+# ends what it started, shows the log's tail and dies. Sets pid to the started process.
+launch() {
+    local name=$1 ready=$2
+    shift 3
+    setsid "$@" </dev/null >>"$STATE/$name.log" 2>&1 9>&- &
+    pid=$!
+    # shellcheck disable=SC2086 # READY is a command line
+    if ! wait_until 10 $ready; then
+        alive "$pid" && kill "$pid"
+        tail -n 20 "$STATE/$name.log" >&2
+        die "$name did not come up"
+    fi
+}
+
 # -------------------------------------------------------------------- bus --
 
 bus_ok() {
@@ -145,14 +161,8 @@ start_dbus() {
     # output of bus-activated services go to our log.
     # SYSTEMD_NSS_BYPASS_BUS: keep libnss-systemd from calling the bus that is
     # starting (as Debian's init script does).
-    SYSTEMD_NSS_BYPASS_BUS=1 setsid dbus-daemon --system --nofork --nopidfile --nosyslog \
-        </dev/null >>"$STATE/dbus.log" 2>&1 9>&- &
-    pid=$!
-    if ! wait_until 10 bus_ok; then
-        alive "$pid" && kill "$pid"
-        tail -n 20 "$STATE/dbus.log" >&2
-        die "dbus-daemon did not come up"
-    fi
+    launch dbus bus_ok -- env SYSTEMD_NSS_BYPASS_BUS=1 \
+        dbus-daemon --system --nofork --nopidfile --nosyslog
     check_comm "$pid" dbus-daemon
     record dbus "$pid"
     log "dbus: started (pid $pid), $BUS_SOCKET"
@@ -202,13 +212,7 @@ start_polkitd() {
     [ -x "$exe" ] || die "$exe not found (package polkitd)"
     # Without --no-debug polkitd logs rule loading and errors to stderr. It
     # starts as root and switches itself to the polkitd user, keeping its pid.
-    setsid "$exe" </dev/null >>"$STATE/polkitd.log" 2>&1 9>&- &
-    pid=$!
-    if ! wait_until 10 has_owner org.freedesktop.PolicyKit1; then
-        alive "$pid" && kill "$pid"
-        tail -n 20 "$STATE/polkitd.log" >&2
-        die "polkitd did not come up"
-    fi
+    launch polkitd "has_owner org.freedesktop.PolicyKit1" -- "$exe"
     owner=$(owner_pid org.freedesktop.PolicyKit1)
     if [ "$owner" != "$pid" ]; then
         # Lost a race with bus activation: keep the activated one, end ours.
@@ -247,13 +251,7 @@ start_udevd() {
     fi
     exe=$(udevd_exe) || die "systemd-udevd not found (package udev)"
     mkdir -p /run/udev
-    setsid "$exe" </dev/null >>"$STATE/udevd.log" 2>&1 9>&- &
-    pid=$!
-    if ! wait_until 10 udevd_ok; then
-        alive "$pid" && kill "$pid"
-        tail -n 20 "$STATE/udevd.log" >&2
-        die "systemd-udevd did not come up"
-    fi
+    launch udevd udevd_ok -- "$exe"
     check_comm "$pid" systemd-udevd
     record udevd "$pid"
     log "udevd: started (pid $pid)"
