@@ -1,12 +1,9 @@
 /* Unit tests for the sysfs parsing of src/daemon/loop-device.c. */
 #include <errno.h>
-#include <stdlib.h>
 #include <sys/sysmacros.h>
-#include <unistd.h>
 
 #include "loop-device.h"
 #include "tests.h"
-#include "util.h"
 
 static void test_parse_devnum(void) {
         dev_t d = 0;
@@ -41,43 +38,8 @@ static void test_partition_names(void) {
         CHECK(!sysfs_partition_name_parse("loop3", "loop3p1x", &n), "%s", "trailing junk matched");
 }
 
-static void test_read_files(void) {
-        char path[] = "/tmp/test-loop-sysfs.XXXXXX";
-        char *s = NULL;
-        uint64_t v = 0;
-        FILE *f;
-        int fd;
-
-        fd = mkstemp(path);
-        CHECK(fd >= 0, "mkstemp: %m%s", "");
-        if (fd < 0)
-                return;
-        f = fdopen(fd, "w");
-        fputs("/run/fuseloopd/vm-100-disk-0\n", f);
-        fclose(f);
-
-        CHECK_INT_EQ(read_one_line_file(path, &s), 0);
-        CHECK_STR_EQ(s, "/run/fuseloopd/vm-100-disk-0");
-        free(s);
-
-        f = fopen(path, "w");
-        fputs("204800\n", f);
-        fclose(f);
-        CHECK_INT_EQ(read_u64_file(path, &v), 0);
-        CHECK_INT_EQ(v, 204800);
-
-        f = fopen(path, "w");
-        fputs("20x\n", f);
-        fclose(f);
-        CHECK_INT_EQ(read_u64_file(path, &v), -EINVAL);
-
-        unlink(path);
-        CHECK_INT_EQ(read_one_line_file(path, &s), -ENOENT);
-}
-
 int main(void) {
         test_parse_devnum();
         test_partition_names();
-        test_read_files();
         return test_summary("test-loop-sysfs");
 }
