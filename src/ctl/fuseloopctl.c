@@ -51,6 +51,7 @@ enum {
         ARG_SECTOR_SIZE,
         ARG_DIRECT_IO,
         ARG_BIND,
+        ARG_TIMEOUT,
         ARG_LAZY,
         ARG_NO_LEGEND,
         ARG_NO_ASK_PASSWORD,
@@ -68,6 +69,7 @@ static const struct option options[] = {
         { "sector-size",     required_argument, NULL, ARG_SECTOR_SIZE     },
         { "direct-io",       required_argument, NULL, ARG_DIRECT_IO       },
         { "bind",            no_argument,       NULL, ARG_BIND            },
+        { "timeout",         required_argument, NULL, ARG_TIMEOUT         },
         { "lazy",            no_argument,       NULL, ARG_LAZY            },
         { "no-legend",       no_argument,       NULL, ARG_NO_LEGEND       },
         { "no-ask-password", no_argument,       NULL, ARG_NO_ASK_PASSWORD },
@@ -79,6 +81,7 @@ static uint64_t arg_offset;
 static uint64_t arg_size;
 static uint32_t arg_sector_size;
 static bool arg_direct_io;
+static uint32_t arg_timeout;
 static bool arg_ask_password = true;
 
 /* Prints one "fuseloopctl: ..." line on stderr, with %m standing for error. Returns -abs(error),
@@ -344,6 +347,11 @@ static int append_map_options(sd_bus_message *m) {
                 if (r < 0)
                         return r;
         }
+        if (arg_given & ARG_BIT(ARG_TIMEOUT)) {
+                r = sd_bus_message_append(m, "{sv}", FUSELOOP_OPT_TIMEOUT, "u", arg_timeout);
+                if (r < 0)
+                        return r;
+        }
 
         return sd_bus_message_close_container(m);
 }
@@ -472,9 +480,9 @@ static int verb_unmap(char **args) {
 /* The properties of a mapping object; strings point into the reply they were read from. */
 typedef struct MappingStatus {
         const char *name, *device, *backing_file, *source, *state;
-        uint64_t size, offset, created_usec, bytes_read, read_requests, read_errors;
-        uint32_t sector_size, owner_uid;
-        int partition_scan, direct_io;
+        uint64_t size, offset, created_usec, bytes_read, read_requests, read_errors, timed_out_reads;
+        uint32_t sector_size, owner_uid, timeout_sec;
+        int partition_scan, direct_io, stalled;
 } MappingStatus;
 
 static const struct {
@@ -497,6 +505,9 @@ static const struct {
         { "BytesRead",     "t", offsetof(MappingStatus, bytes_read)     },
         { "ReadRequests",  "t", offsetof(MappingStatus, read_requests)  },
         { "ReadErrors",    "t", offsetof(MappingStatus, read_errors)    },
+        { "TimedOutReads", "t", offsetof(MappingStatus, timed_out_reads) },
+        { "Timeout",       "u", offsetof(MappingStatus, timeout_sec)    },
+        { "Stalled",       "b", offsetof(MappingStatus, stalled)        },
 };
 
 /* Reads an a{sv} of Mapping properties (a GetAll reply, or one interface of GetManagedObjects) into
@@ -591,9 +602,11 @@ static int owner_format(uid_t uid, char **ret) {
         return 0;
 }
 
-/* One line of the list table; the strings but owner point into the reply message. */
+/* One line of the list table; the strings other than owner and state point into the reply
+ * message. */
 typedef struct ListRow {
-        const char *name, *device, *state, *source;
+        const char *name, *device, *source;
+        char state[64];
         char size[FORMAT_SIZE_MAX];
         uint32_t owner_uid;
         char *owner;
@@ -636,11 +649,14 @@ static int list_table_add(ListTable *t, const char *path, const MappingStatus *s
                 /* Every mapping object has a Name; the path is only a last resort. */
                 .name = isempty(st->name) ? path : st->name,
                 .device = empty_to_dash(st->device),
-                .state = empty_to_dash(st->state),
                 .source = empty_to_dash(st->source),
                 .owner_uid = st->owner_uid,
         };
         (void) format_size(row->size, sizeof(row->size), st->size);
+        /* A stalled source is what someone looking at the list needs to see first. States are
+         * short words; a longer one from a newer daemon is cut, not overflowed. */
+        (void) snprintf(row->state, sizeof(row->state), "%s%s", empty_to_dash(st->state),
+                        st->stalled ? " (stalled)" : "");
 
         /* Most mappings share a few owners: ask the user database once per uid. */
         for (size_t i = 0; i < t->n; i++)
@@ -915,8 +931,13 @@ static int verb_status(char **args) {
         printf("Sector size: %" PRIu32 "\n", st.sector_size);
         printf("Partition scan: %s\n", yes_no(st.partition_scan));
         printf("Direct I/O: %s\n", yes_no(st.direct_io));
+        if (st.timeout_sec > 0)
+                printf("Timeout: %" PRIu32 " s\n", st.timeout_sec);
+        else
+                printf("Timeout: none\n");
         printf("Source: %s\n", empty_to_dash(st.source));
         printf("State: %s\n", empty_to_dash(st.state));
+        printf("Stalled: %s\n", yes_no(st.stalled));
         if (owner_named)
                 printf("Owner: %s (UID %" PRIu32 ")\n", owner, st.owner_uid);
         else
@@ -925,6 +946,7 @@ static int verb_status(char **args) {
         printf("Bytes read: %" PRIu64 "\n", st.bytes_read);
         printf("Read requests: %" PRIu64 "\n", st.read_requests);
         printf("Read errors: %" PRIu64 "\n", st.read_errors);
+        printf("Timed-out reads: %" PRIu64 "\n", st.timed_out_reads);
 
         return print_partitions(st.device);
 }
@@ -951,6 +973,8 @@ static void help(void) {
                "     --direct-io=on|off    map: use direct I/O on the loop device\n"
                "     --bind                map: stay running after printing the device; the mapping\n"
                "                           is unmapped when this command ends (SIGINT/SIGTERM)\n"
+               "     --timeout SECS        map: a read that waits longer for SOURCE fails with an\n"
+               "                           I/O error (0: wait as long as it takes, the default)\n"
                "     --lazy                unmap: detach once the last user closes the device\n"
                "     --no-legend           list: omit the header line\n"
                "     --no-ask-password     Do not let polkit ask for a password. Without this\n"
@@ -1004,6 +1028,13 @@ static int parse_argv(int argc, char *argv[]) {
                                 return error_errno(EINVAL, "invalid sector size '%s'", optarg);
                         arg_sector_size = (uint32_t) v;
                         break;
+                case ARG_TIMEOUT:
+                        /* The daemon judges the range; we only check that it fits the 'u'. */
+                        r = safe_atou64(optarg, &v);
+                        if (r < 0 || v > UINT32_MAX)
+                                return error_errno(EINVAL, "invalid timeout '%s', expected seconds", optarg);
+                        arg_timeout = (uint32_t) v;
+                        break;
                 case ARG_DIRECT_IO:
                         if (strcmp(optarg, "on") == 0)
                                 arg_direct_io = true;
@@ -1045,7 +1076,8 @@ static const struct {
 } verbs[] = {
         { "map",    2, "map [OPTIONS...] NAME SOURCE",
           ARG_BIT(ARG_PARTSCAN) | ARG_BIT(ARG_OFFSET) | ARG_BIT(ARG_SIZE) |
-          ARG_BIT(ARG_SECTOR_SIZE) | ARG_BIT(ARG_DIRECT_IO) | ARG_BIT(ARG_BIND), verb_map },
+          ARG_BIT(ARG_SECTOR_SIZE) | ARG_BIT(ARG_DIRECT_IO) | ARG_BIT(ARG_BIND) |
+          ARG_BIT(ARG_TIMEOUT), verb_map },
         { "unmap",  1, "unmap [--lazy] NAME|/dev/loopN", ARG_BIT(ARG_LAZY), verb_unmap },
         { "list",   0, "list [--no-legend]",             ARG_BIT(ARG_NO_LEGEND), verb_list },
         { "status", 1, "status NAME",                    0, verb_status },

@@ -1,8 +1,6 @@
 /* The org.proxmox.FuseLoop1 manager object: Map, MapURI, Unmap, List and the ObjectManager. */
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,8 +64,8 @@ static int map_common(Manager *manager, sd_bus_message *msg, sd_bus_message_hand
         if (r <= 0)
                 return r < 0 ? r : 1;
 
-        if (manager->shutting_down)
-                return sd_bus_error_set(error, FUSELOOP_ERROR_SETUP_FAILED, "fuseloopd is shutting down.");
+        if (manager->shutting_down || manager->handing_over || manager->stop_query_pending)
+                return sd_bus_error_set(error, FUSELOOP_ERROR_SETUP_FAILED, "fuseloopd is stopping; call again.");
 
         if (manager->n_mappings >= FUSELOOP_MAPPINGS_MAX)
                 return sd_bus_error_setf(error, FUSELOOP_ERROR_NO_FREE_LOOP,
@@ -119,67 +117,6 @@ static int method_map(sd_bus_message *msg, void *userdata, sd_bus_error *error) 
                 return r;
 
         return map_common(userdata, msg, method_map, name, fd, NULL, error);
-}
-
-/* Whether the path component at p (up to the next '/' or the end) is component. */
-static bool path_component_is(const char *p, const char *component) {
-        size_t n = strlen(component);
-
-        return strncmp(p, component, n) == 0 && (p[n] == '/' || p[n] == '\0');
-}
-
-/* Turns "file:///p%20q" (percent-decoded) or "/p q" (taken as it is) into an absolute path.
- * Returns 0, -EINVAL or -EPROTONOSUPPORT. */
-static int uri_to_path(const char *uri, char **ret) {
-        const char *p = startswith(uri, "file://");
-        bool decode = p;
-        char *path, *o;
-
-        if (!p) {
-                if (strstr(uri, "://"))
-                        return -EPROTONOSUPPORT;
-                p = uri;
-        }
-        if (p[0] != '/' || strlen(p) >= PATH_MAX)
-                return -EINVAL;
-
-        path = malloc(strlen(p) + 1);
-        if (!path)
-                return -ENOMEM;
-
-        for (o = path; *p; p++) {
-                unsigned v;
-
-                if (!decode || *p != '%') {
-                        *o++ = *p;
-                        continue;
-                }
-                if (!isxdigit((unsigned char) p[1]) || !isxdigit((unsigned char) p[2]) ||
-                    sscanf(p + 1, "%2x", &v) != 1 || v == 0) {
-                        free(path);
-                        return -EINVAL;
-                }
-                *o++ = (char) v;
-                p += 2;
-        }
-        *o = '\0';
-
-        /* polkit rules may judge the path: it must name the file plainly, without empty, "." or
-         * ".." components (symbolic links are refused when the source is opened). */
-        for (const char *c = path; c; c = strchr(c + 1, '/'))
-                if (path_component_is(c + 1, "") || path_component_is(c + 1, ".") ||
-                    path_component_is(c + 1, "..")) {
-                        free(path);
-                        return -EINVAL;
-                }
-        /* Rules and clients see it as a D-Bus string. */
-        if (!utf8_is_valid(path)) {
-                free(path);
-                return -EINVAL;
-        }
-
-        *ret = path;
-        return 0;
 }
 
 static int method_map_uri(sd_bus_message *msg, void *userdata, sd_bus_error *error) {

@@ -168,9 +168,20 @@ static int property_get_counter(sd_bus *bus _unused_, const char *path _unused_,
                 v = st->bytes_read;
         else if (streq(property, "ReadRequests"))
                 v = st->read_requests;
+        else if (streq(property, "TimedOutReads"))
+                v = st->timed_out_reads;
         else
                 v = st->read_errors;
         return sd_bus_message_append(reply, "t", v);
+}
+
+static int property_get_stalled(sd_bus *bus _unused_, const char *path _unused_, const char *interface _unused_,
+                                const char *property _unused_, sd_bus_message *reply, void *userdata,
+                                sd_bus_error *error _unused_) {
+        Mapping *m = userdata;
+
+        /* Only the FUSE session knows; before it exists and after it is gone nothing waits. */
+        return sd_bus_message_append(reply, "b", (int) (m->fuse && fuse_file_is_stalled(m->fuse)));
 }
 
 static int method_mapping_unmap(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
@@ -198,6 +209,10 @@ static const sd_bus_vtable mapping_vtable[] = {
         SD_BUS_PROPERTY("BytesRead", "t", property_get_counter, 0, 0),
         SD_BUS_PROPERTY("ReadRequests", "t", property_get_counter, 0, 0),
         SD_BUS_PROPERTY("ReadErrors", "t", property_get_counter, 0, 0),
+        SD_BUS_PROPERTY("TimedOutReads", "t", property_get_counter, 0, 0),
+        SD_BUS_PROPERTY("Timeout", "u", NULL, offsetof(Mapping, options.timeout_sec),
+                        SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Stalled", "b", property_get_stalled, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_METHOD_WITH_ARGS("Unmap", SD_BUS_ARGS("a{sv}", options), SD_BUS_NO_RESULT, method_mapping_unmap,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_VTABLE_END,
@@ -264,6 +279,18 @@ void mapping_emit_state(Mapping *m) {
                 return;
 
         r = sd_bus_emit_properties_changed(m->manager->bus, m->object_path, FUSELOOP_MAPPING_INTERFACE, "State", NULL);
+        if (r < 0)
+                log_emit_failure(m, "PropertiesChanged", r);
+}
+
+void bus_mapping_emit_stalled(Mapping *m) {
+        int r;
+
+        if (!m->published || !m->manager->bus)
+                return;
+
+        r = sd_bus_emit_properties_changed(m->manager->bus, m->object_path, FUSELOOP_MAPPING_INTERFACE, "Stalled",
+                                           NULL);
         if (r < 0)
                 log_emit_failure(m, "PropertiesChanged", r);
 }

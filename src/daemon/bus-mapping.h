@@ -9,6 +9,9 @@ void bus_mapping_emit_added(Mapping *m);
 /* Sends InterfacesRemoved and MappingRemoved(reason) while the mapping is still published. */
 void bus_mapping_emit_removed(Mapping *m, const char *reason);
 
+/* Emits PropertiesChanged for Stalled (published mappings only). */
+void bus_mapping_emit_stalled(Mapping *m);
+
 /* Reads an a{sv} options dictionary from msg into o through set(). Returns 0, or a negative
  * value with error set (InvalidOption for bad entries). Shared by Map, MapURI and Unmap. */
 typedef int (*OptionSetter)(void *o, const char *key, const char *type, const OptionValue *v,

@@ -2,16 +2,25 @@
  *
  * The session is a libfuse low-level session mounted on a regular file in the run directory. Its
  * fd is non-blocking and an sd-event io source; read requests are handed to the source and
- * answered when the source completes them, so no request ever waits on the loop thread. */
+ * answered when the source completes them, so no request ever waits on the loop thread.
+ *
+ * A source may stall (a hung network file system, a dying disk). Reads handed to it are kept in
+ * arrival order, and one timer per session watches the oldest: with a timeout, a read that waits
+ * longer is answered with EIO at its deadline, and a session whose oldest read has waited longer
+ * than the stall threshold reports itself stalled. */
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fuse.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "fuse-file.h"
 #include "log.h"
@@ -23,6 +32,17 @@
 /* The file never changes while mapped: let the kernel keep its attributes for a year. */
 #define ATTR_TIMEOUT (365.0 * 24 * 3600)
 
+/* Deadlines are seconds apart: let sd-event coalesce the wakeup with others within 50 ms. */
+#define DEADLINE_ACCURACY_USEC (50ULL * 1000ULL)
+
+typedef struct ReadRequest ReadRequest;
+
+/* Reads in arrival order: appended at the tail, the oldest at the head, any one unlinked in O(1)
+ * when the source completes it (sources complete in any order). */
+typedef struct ReadList {
+        ReadRequest *head, *tail;
+} ReadList;
+
 struct FuseFile {
         char *name;
         char *path;
@@ -32,23 +52,73 @@ struct FuseFile {
         struct fuse_session *session;
         struct fuse_buf buf;
         sd_event_source *io;
-        bool mounted;
+        bool initialized;        /* libfuse saw FUSE_INIT (the kernel's, or the replayed one) */
+
+        /* The kernel's FUSE_INIT request as received: a restarted daemon replays it to libfuse. */
+        uint8_t *init;
+        size_t init_size;
 
         FuseFileGone gone;
         void *gone_userdata;
 
+        /* Reads given to the source and not completed by it yet: those in waiting, those in
+         * timed_out. */
         unsigned n_in_flight;
         FuseFileStats stats;
+
+        /* Every request in waiting arrived after every request in timed_out: all share one
+         * timeout, so they time out in arrival order and move over in that order. The oldest read
+         * in flight is therefore the head of timed_out, else the head of waiting. */
+        ReadList waiting;        /* the kernel still waits for the answer */
+        ReadList timed_out;      /* answered with EIO at the deadline; the source still reads */
+        uint64_t timeout_usec;   /* 0: reads wait as long as the source takes */
+        uint64_t stall_usec;
+        bool stalled;
+        FuseFileStalled on_stalled;
+        void *stalled_userdata;
+        /* One timer for all reads, armed for the earliest deadline or stall check that matters,
+         * never later. Re-armed only when that moves earlier: when a read completes, a timer that
+         * fires too early finds nothing due and is armed again, which is cheaper than moving it
+         * with every request. */
+        sd_event_source *timer;
+        uint64_t timer_usec;     /* when the timer fires; 0 while it is off */
 
         void (*drained)(void *userdata);
         void *drained_userdata;
 };
 
-typedef struct ReadRequest {
+/* One read handed to the source. The source writes into data until it completes the read, so the
+ * record lives until then, also when the kernel got its answer (EIO) at the deadline already:
+ * only on_read_done() frees it. */
+struct ReadRequest {
         FuseFile *file;
-        fuse_req_t req;
+        fuse_req_t req;          /* NULL once answered at the deadline */
+        uint64_t start_usec;     /* arrival, CLOCK_MONOTONIC (0 without fuse_file_set_timeout()) */
+        ReadRequest *prev, *next;
         uint8_t data[];
-} ReadRequest;
+};
+
+static void read_list_append(ReadList *l, ReadRequest *rr) {
+        rr->next = NULL;
+        rr->prev = l->tail;
+        if (l->tail)
+                l->tail->next = rr;
+        else
+                l->head = rr;
+        l->tail = rr;
+}
+
+static void read_list_remove(ReadList *l, ReadRequest *rr) {
+        if (rr->prev)
+                rr->prev->next = rr->next;
+        else
+                l->head = rr->next;
+        if (rr->next)
+                rr->next->prev = rr->prev;
+        else
+                l->tail = rr->prev;
+        rr->prev = rr->next = NULL;
+}
 
 static void fuse_file_stat(const FuseFile *f, struct stat *st) {
         *st = (struct stat) {
@@ -61,7 +131,10 @@ static void fuse_file_stat(const FuseFile *f, struct stat *st) {
         };
 }
 
-static void op_init(void *userdata _unused_, struct fuse_conn_info *conn) {
+static void op_init(void *userdata, struct fuse_conn_info *conn) {
+        FuseFile *f = userdata;
+
+        f->initialized = true;
         /* Read-only: no writeback cache. Several reads may be in flight (async read and async
          * direct I/O are libfuse defaults we rely on). */
         conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
@@ -111,21 +184,131 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino _unused_, struct fuse_file_i
         (void) fuse_reply_err(req, 0);
 }
 
+/* The read that has waited longest for the source, answered or not. */
+static ReadRequest *fuse_file_oldest(const FuseFile *f) {
+        return f->timed_out.head ?: f->waiting.head;
+}
+
+/* When the timer must fire next, or UINT64_MAX if nothing is due: the deadline of the oldest read
+ * that is still unanswered, and, while not stalled, the moment the oldest read turns stalled. */
+static uint64_t fuse_file_next_wakeup(const FuseFile *f) {
+        ReadRequest *oldest = fuse_file_oldest(f);
+        uint64_t t = UINT64_MAX;
+
+        if (f->timeout_usec > 0 && f->waiting.head)
+                t = f->waiting.head->start_usec + f->timeout_usec;
+        if (oldest && !f->stalled)
+                t = MIN(t, oldest->start_usec + f->stall_usec);
+        return t;
+}
+
+static void fuse_file_arm_timer(FuseFile *f) {
+        uint64_t t;
+        int r;
+
+        if (!f->timer)
+                return;
+
+        t = fuse_file_next_wakeup(f);
+        /* Nothing due, or the timer fires before it anyway. */
+        if (t == UINT64_MAX || (f->timer_usec != 0 && f->timer_usec <= t))
+                return;
+
+        r = sd_event_source_set_time(f->timer, t);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(f->timer, SD_EVENT_ONESHOT);
+        if (r < 0) {
+                /* Only deadlines and the stall report are lost; reads are still answered when the
+                 * source completes them. */
+                log_warning_errno(r, "Mapping '%s': cannot arm the read timer: %m, ignoring", f->name);
+                return;
+        }
+        f->timer_usec = t;
+}
+
+static void fuse_file_update_stalled(FuseFile *f, uint64_t now) {
+        ReadRequest *oldest = fuse_file_oldest(f);
+        bool stalled = oldest && now >= oldest->start_usec + f->stall_usec;
+
+        if (stalled == f->stalled)
+                return;
+        f->stalled = stalled;
+
+        if (stalled)
+                log_warning("Mapping '%s': a read of the source has waited for more than %" PRIu64
+                            " ms; stalled.", f->name, f->stall_usec / 1000);
+        else
+                log_notice("Mapping '%s': the source completed its oldest read; no longer stalled.", f->name);
+        if (f->on_stalled)
+                f->on_stalled(f, stalled, f->stalled_userdata);
+}
+
+static int on_read_timer(sd_event_source *s, uint64_t usec _unused_, void *userdata) {
+        FuseFile *f = userdata;
+        ReadRequest *rr;
+        uint64_t now;
+
+        f->timer_usec = 0;  /* a oneshot timer is off once it fired */
+        if (sd_event_now(sd_event_source_get_event(s), CLOCK_MONOTONIC, &now) < 0)
+                return 0;
+
+        /* Answer every read past its deadline. Its record stays in flight, now on timed_out,
+         * until the source completes it: the source owns the buffer until then. */
+        while (f->timeout_usec > 0 && (rr = f->waiting.head) && now >= rr->start_usec + f->timeout_usec) {
+                read_list_remove(&f->waiting, rr);
+                read_list_append(&f->timed_out, rr);
+                f->stats.read_errors++;
+                f->stats.timed_out_reads++;
+                log_debug("Mapping '%s': a read has waited for the source longer than the timeout (%" PRIu64
+                          " ms), answering EIO", f->name, f->timeout_usec / 1000);
+                (void) fuse_reply_err(rr->req, EIO);
+                rr->req = NULL;
+        }
+
+        fuse_file_update_stalled(f, now);
+        fuse_file_arm_timer(f);
+        return 0;
+}
+
 static void on_read_done(int result, void *userdata) {
         ReadRequest *rr = userdata;
         FuseFile *f = rr->file;
+        bool was_oldest = rr == fuse_file_oldest(f);
 
-        if (result < 0) {
-                f->stats.read_errors++;
-                log_debug_errno(result, "Mapping '%s': source read failed: %m, answering EIO", f->name);
-                (void) fuse_reply_err(rr->req, EIO);
+        if (!rr->req) {
+                /* Answered with EIO at its deadline already: the late result goes nowhere. */
+                if (result < 0)
+                        log_debug_errno(result, "Mapping '%s': a read failed after its timeout: %m, ignoring",
+                                        f->name);
+                else
+                        log_debug("Mapping '%s': a read completed after its timeout, dropping the data", f->name);
+                read_list_remove(&f->timed_out, rr);
         } else {
-                f->stats.bytes_read += (uint64_t) result;
-                (void) fuse_reply_buf(rr->req, (const char *) rr->data, (size_t) result);
+                read_list_remove(&f->waiting, rr);
+                if (result < 0) {
+                        f->stats.read_errors++;
+                        log_debug_errno(result, "Mapping '%s': source read failed: %m, answering EIO", f->name);
+                        (void) fuse_reply_err(rr->req, EIO);
+                } else {
+                        f->stats.bytes_read += (uint64_t) result;
+                        (void) fuse_reply_buf(rr->req, (const char *) rr->data, (size_t) result);
+                }
         }
 
         f->n_in_flight--;
         free(rr);
+
+        /* Only the oldest read decides whether the session is stalled. While it is not, the timer
+         * is armed no later than needed for the new oldest; after a stall it may have to be
+         * armed for the new oldest's stall check. */
+        if (was_oldest && f->stalled && f->timer) {
+                uint64_t now;
+
+                if (sd_event_now(sd_event_source_get_event(f->timer), CLOCK_MONOTONIC, &now) >= 0) {
+                        fuse_file_update_stalled(f, now);
+                        fuse_file_arm_timer(f);
+                }
+        }
 
         if (f->n_in_flight == 0 && f->drained) {
                 void (*drained)(void *) = f->drained;
@@ -159,6 +342,9 @@ static void op_read(fuse_req_t req, fuse_ino_t ino _unused_, size_t size, off_t 
                 return;
         }
         *rr = (ReadRequest) { .file = f, .req = req };
+        /* The time of this loop iteration: no system call per request. */
+        if (f->timer)
+                (void) sd_event_now(sd_event_source_get_event(f->timer), CLOCK_MONOTONIC, &rr->start_usec);
 
         r = source_read(f->source, rr->data, len, f->offset + (uint64_t) off, on_read_done, rr);
         if (r < 0) {
@@ -168,6 +354,10 @@ static void op_read(fuse_req_t req, fuse_ino_t ino _unused_, size_t size, off_t 
                 return;
         }
         f->n_in_flight++;
+        read_list_append(&f->waiting, rr);
+        /* A timer that is on fires no later than this read's deadline: it arrived last. */
+        if (f->timer_usec == 0)
+                fuse_file_arm_timer(f);
 }
 
 static const struct fuse_lowlevel_ops fuse_file_ops = {
@@ -199,7 +389,6 @@ void fuse_file_setup_logging(void) {
 int fuse_file_new(const char *name, const char *path, Source *source, uint64_t offset, uint64_t size,
                   FuseFile **ret) {
         struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
-        _cleanup_(freep) char *opts = NULL;
         FuseFile *f;
         int r;
 
@@ -216,17 +405,9 @@ int fuse_file_new(const char *name, const char *path, Source *source, uint64_t o
                 goto fail;
         }
 
-        /* Names are restricted to [A-Za-z0-9._:@+-], so they cannot break the option string. No
-         * allow_other: only root opens the file (the loop device reads through the file we
-         * opened), so nobody else needs to. */
-        if (asprintf(&opts, "ro,default_permissions,fsname=fuseloop:%s,subtype=fuseloop",
-                     name) < 0) {
-                r = -ENOMEM;
-                goto fail;
-        }
-        if (fuse_opt_add_arg(&args, "fuseloopd") < 0 ||
-            fuse_opt_add_arg(&args, "-o") < 0 ||
-            fuse_opt_add_arg(&args, opts) < 0) {
+        /* No session options: the daemon mounts the file itself (fuse_file_mount()), libfuse
+         * only speaks the protocol on the fd. */
+        if (fuse_opt_add_arg(&args, "fuseloopd") < 0) {
                 fuse_opt_free_args(&args);
                 r = -ENOMEM;
                 goto fail;
@@ -247,13 +428,121 @@ fail:
         return r;
 }
 
-int fuse_file_mount(FuseFile *f) {
-        /* Runs on a worker. */
-        if (fuse_session_mount(f->session, f->path) < 0)
-                return -EIO;
+/* A reply's unique that the kernel never hands out: its request ids are even and count up from
+ * zero (odd ones are interrupts), and FUSE_NOTIFY_RESEND sets bit 63. The reply to the replayed
+ * INIT is sent with it, finds no request and is dropped with ENOENT, which libfuse ignores. */
+#define REPLAYED_INIT_UNIQUE (UINT64_C(1) << 62)
 
-        f->mounted = true;
+/* FUSE_NOTIFY_RESEND (Linux 6.9, protocol 7.40): the kernel queues every request that was read
+ * from the connection but not answered once more. Older headers lack it. */
+#define FUSE_NOTIFY_RESEND_CODE 7
+
+/* Hands libfuse an open /dev/fuse fd (as "/dev/fd/N", which it adopts instead of mounting). The
+ * session owns the fd from here on, and fuse_session_destroy() closes it. */
+static int fuse_file_adopt(FuseFile *f, int fuse_fd) {
+        char path[32];
+
+        (void) snprintf(path, sizeof(path), "/dev/fd/%i", fuse_fd);
+        if (fuse_session_mount(f->session, path) < 0) {
+                (void) safe_close(fuse_fd);
+                return -EBADF;
+        }
         return 0;
+}
+
+int fuse_file_resume(FuseFile *f, int fuse_fd, const uint8_t *init, size_t init_size) {
+        _cleanup_(freep) uint8_t *copy = NULL;
+        struct fuse_out_header resend = {
+                .len = sizeof(struct fuse_out_header),
+                .error = FUSE_NOTIFY_RESEND_CODE,
+        };
+        struct fuse_in_header h;
+        struct fuse_buf buf = {};
+        int r;
+
+        if (init_size < sizeof(h) || init_size > FUSE_FILE_INIT_MAX)
+                return -EINVAL;
+        memcpy(&h, init, sizeof(h));
+        if (h.opcode != FUSE_INIT || h.len != init_size)
+                return -EINVAL;
+
+        r = fuse_file_adopt(f, fuse_fd);
+        if (r < 0)
+                return r;
+
+        /* libfuse refuses every request until it has seen FUSE_INIT, and the kernel sends that
+         * only once per connection. Replay the original one: libfuse negotiates exactly what it
+         * did then (same request, same session options), so its state matches the connection's. */
+        copy = memdup(init, init_size);
+        f->init = memdup(init, init_size);
+        if (!copy || !f->init)
+                return -ENOMEM;
+        f->init_size = init_size;
+        h.unique = REPLAYED_INIT_UNIQUE;
+        memcpy(copy, &h, sizeof(h));
+        buf.mem = copy;
+        buf.size = init_size;
+        fuse_session_process_buf(f->session, &buf);
+        if (!f->initialized)
+                return -EPROTO;
+
+        /* Requests the dead daemon had read but not answered would wait forever: have the kernel
+         * send them again. Without FUSE_NOTIFY_RESEND (Linux < 6.9) they stay unanswered. */
+        if (write(fuse_fd, &resend, sizeof(resend)) < 0)
+                log_warning_errno(errno, "Mapping '%s': the kernel cannot resend requests in flight (FUSE_NOTIFY_RESEND "
+                                  "needs Linux 6.9): %m; reads that were in flight when the earlier daemon died stay "
+                                  "unanswered", f->name);
+        return 0;
+}
+
+int fuse_file_get_fd(const FuseFile *f) {
+        return fuse_session_fd(f->session);
+}
+
+void fuse_file_get_init(const FuseFile *f, const uint8_t **ret, size_t *ret_size) {
+        *ret = f->init;
+        *ret_size = f->init_size;
+}
+
+int fuse_file_mount(FuseFile *f) {
+        _cleanup_(closep) int fd = -EBADF;
+        _cleanup_(freep) char *fsname = NULL;
+        char opts[128];
+
+        /* Runs on a worker. The daemon mounts rather than libfuse: libfuse would keep the mount
+         * point as its own, to unmount it when the session ends, but a mapping can outlive its
+         * session (the next daemon takes it over through the fd store). This way a session always
+         * starts from an fd, fresh or taken over, and the daemon alone unmounts.
+         *
+         * No allow_other: only root opens the file (the loop device reads through the file we
+         * opened). rootmode: the mount point is a regular file. */
+        fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        (void) snprintf(opts, sizeof(opts), "fd=%i,rootmode=%o,user_id=0,group_id=0,default_permissions", fd,
+                        (unsigned) S_IFREG);
+        /* Names are restricted to [A-Za-z0-9._:@+-]: nothing to escape. */
+        if (asprintf(&fsname, "fuseloop:%s", f->name) < 0)
+                return -ENOMEM;
+        if (mount(fsname, f->path, "fuse.fuseloop", MS_RDONLY | MS_NOSUID | MS_NODEV, opts) < 0)
+                return -errno;
+
+        return fuse_file_adopt(f, TAKE_FD(fd));
+}
+
+/* Keeps a copy of the kernel's FUSE_INIT request (the first request of every connection), for
+ * the restart record. */
+static void fuse_file_keep_init(FuseFile *f) {
+        struct fuse_in_header h;
+
+        if (f->buf.size < sizeof(h) || (f->buf.flags & FUSE_BUF_IS_FD))
+                return;
+        memcpy(&h, f->buf.mem, sizeof(h));
+        if (h.opcode != FUSE_INIT || h.len > f->buf.size || h.len > FUSE_FILE_INIT_MAX)
+                return;
+        f->init = memdup(f->buf.mem, h.len);
+        if (f->init)
+                f->init_size = h.len;
 }
 
 static int on_fuse_io(sd_event_source *s _unused_, int fd _unused_, uint32_t revents _unused_, void *userdata) {
@@ -278,6 +567,8 @@ static int on_fuse_io(sd_event_source *s _unused_, int fd _unused_, uint32_t rev
                         return 0;
                 }
 
+                if (!f->init)
+                        fuse_file_keep_init(f);
                 fuse_session_process_buf(f->session, &f->buf);
         }
 
@@ -320,24 +611,18 @@ unsigned fuse_file_n_in_flight(const FuseFile *f) {
         return f->n_in_flight;
 }
 
-void fuse_file_unmount(FuseFile *f) {
-        /* Runs on a worker. libfuse closes the fd before it unmounts (lazily, as root), so the
-         * unmount cannot wait for an answer from us. */
-        assert(!f->io);
-        if (f->mounted)
-                fuse_session_unmount(f->session);
-        f->mounted = false;
-}
 
 FuseFile *fuse_file_free(FuseFile *f) {
         if (!f)
                 return NULL;
 
         assert(f->n_in_flight == 0);
+        f->timer = sd_event_source_disable_unref(f->timer);
         fuse_file_stop(f);
         if (f->session)
                 fuse_session_destroy(f->session);
         free(f->buf.mem);
+        free(f->init);
         free(f->path);
         free(f->name);
         free(f);
@@ -346,4 +631,36 @@ FuseFile *fuse_file_free(FuseFile *f) {
 
 const FuseFileStats *fuse_file_get_stats(const FuseFile *f) {
         return &f->stats;
+}
+
+int fuse_file_set_timeout(FuseFile *f, sd_event *e, uint64_t timeout_usec, FuseFileStalled stalled,
+                          void *userdata) {
+        int r;
+
+        assert(f->n_in_flight == 0);
+
+        if (!f->timer) {
+                r = sd_event_add_time(e, &f->timer, CLOCK_MONOTONIC, 0, DEADLINE_ACCURACY_USEC, on_read_timer,
+                                      f);
+                if (r < 0)
+                        return r;
+                (void) sd_event_source_set_description(f->timer, "fuse-read-timer");
+                r = sd_event_source_set_enabled(f->timer, SD_EVENT_OFF);
+                if (r < 0) {
+                        f->timer = sd_event_source_disable_unref(f->timer);
+                        return r;
+                }
+        }
+
+        f->timeout_usec = timeout_usec;
+        /* Stalled: the oldest read waited FUSE_FILE_STALL_USEC, or the timeout if that is shorter,
+         * since a read that outlives the timeout has failed by definition. */
+        f->stall_usec = timeout_usec > 0 ? MIN(timeout_usec, FUSE_FILE_STALL_USEC) : FUSE_FILE_STALL_USEC;
+        f->on_stalled = stalled;
+        f->stalled_userdata = userdata;
+        return 0;
+}
+
+bool fuse_file_is_stalled(const FuseFile *f) {
+        return f->stalled;
 }

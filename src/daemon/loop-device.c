@@ -98,11 +98,14 @@ static int loop_read_diskseq(int nr, uint64_t *ret) {
         return read_u64_file(p, ret);
 }
 
-int loop_device_is_bound(const LoopDevice *d, const char *backing_path) {
+int loop_device_is_bound(const LoopDevice *d) {
         _cleanup_(freep) char *backing = NULL;
         uint64_t seq;
         int r;
 
+        /* The disk sequence number changes with every attach, so an unchanged one with a backing
+         * file still there is our attachment. Not the backing file's name: after a restart the
+         * kernel may name it "/" (the mount namespace that made it is gone, see run-dir.c). */
         r = loop_read_diskseq(d->nr, &seq);
         if (r == -ENOENT)
                 return 0;  /* the device itself was removed */
@@ -116,7 +119,30 @@ int loop_device_is_bound(const LoopDevice *d, const char *backing_path) {
                 return 0;
         if (r < 0)
                 return r;
-        return strcmp(backing, backing_path) == 0;
+        return 1;
+}
+
+int loop_device_find_attached(int nr, uint64_t diskseq, LoopDevice *ret) {
+        _cleanup_(freep) char *dev = NULL;
+        LoopDevice d = { .nr = nr, .diskseq = diskseq };
+        char p[128];
+        int r;
+
+        r = loop_device_is_bound(&d);
+        if (r <= 0)
+                return r < 0 ? r : -ENXIO;
+
+        r = loop_sysfs_path(p, sizeof(p), nr, "dev");
+        if (r < 0)
+                return r;
+        r = read_one_line_file(p, &dev);
+        if (r < 0)
+                return r;
+        r = parse_devnum(dev, &d.devnum);
+        if (r < 0)
+                return r;
+        *ret = d;
+        return 0;
 }
 
 static void sleep_backoff(unsigned attempt) {
@@ -497,7 +523,17 @@ static bool path_is_under(const char *path, const char *dir, size_t dlen) {
         return strncmp(path, dir, dlen) == 0 && path[dlen] == '/';
 }
 
-int loop_device_detach_all_under(const char *dir) {
+/* One of the devices a resumed mapping serves (the same number and attachment). */
+static bool loop_device_is_kept(int nr, const LoopDevice *keep, size_t n_keep) {
+        uint64_t seq;
+
+        for (size_t i = 0; i < n_keep; i++)
+                if (keep[i].nr == nr)
+                        return loop_read_diskseq(nr, &seq) < 0 || seq == keep[i].diskseq;
+        return false;
+}
+
+int loop_device_detach_all_under(const char *dir, const LoopDevice *keep, size_t n_keep) {
         size_t dlen = strlen(dir);
         struct dirent *de;
         int count = 0;
@@ -513,7 +549,7 @@ int loop_device_detach_all_under(const char *dir) {
                 int nr;
 
                 nr = loop_device_parse_number(de->d_name);
-                if (nr < 0)
+                if (nr < 0 || loop_device_is_kept(nr, keep, n_keep))
                         continue;
                 if (loop_device_read_backing_file(nr, &backing) < 0)
                         continue;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -38,9 +39,13 @@ int loop_device_detach(const LoopDevice *d, bool lazy);
 /* Runs on a worker: undoes the autoclear a detach left on a device that is still open. */
 int loop_device_cancel_autoclear(const LoopDevice *d);
 
-/* Runs anywhere (sysfs only): 1 if d is still bound to backing_path, 0 if not (detached, or the
+/* Runs anywhere (sysfs only): 1 if d is still the attachment we made, 0 if not (detached, or the
  * number now belongs to another instance), -errno on failure. */
-int loop_device_is_bound(const LoopDevice *d, const char *backing_path);
+int loop_device_is_bound(const LoopDevice *d);
+
+/* Runs anywhere (sysfs only): fills ret for loop device nr if it still carries attachment
+ * diskseq; -ENXIO if it does not (detached, or attached anew). */
+int loop_device_find_attached(int nr, uint64_t diskseq, LoopDevice *ret);
 
 typedef struct LoopPartition {
         unsigned partno;   /* node /dev/loop<nr>p<partno> */
@@ -64,7 +69,8 @@ bool sysfs_partition_name_parse(const char *disk, const char *name, unsigned *re
 /* The kernel's current uevent sequence number. */
 int uevent_seqnum_read(uint64_t *ret);
 
-/* Clean-up at start-up (runs before the loop serves anything): detaches every loop device whose
- * backing file lies under dir. Devices still open are left to detach at their last close. Returns
- * the number of devices handled. */
-int loop_device_detach_all_under(const char *dir);
+/* Clean-up at start-up, on a worker (resumed mappings are being served meanwhile): detaches
+ * every loop device whose backing file lies under dir, except the n_keep attachments in keep.
+ * Devices still open are left to detach at their last close. Returns the number of devices
+ * handled. */
+int loop_device_detach_all_under(const char *dir, const LoopDevice *keep, size_t n_keep);

@@ -14,11 +14,17 @@
 #include "manager.h"
 #include "mapping.h"
 #include "polkit.h"
+#include "fd-store.h"
 #include "run-dir.h"
+#include "service-job.h"
 #include "util.h"
 
 #define RECONNECT_MAX_USEC (10ULL * 1000000ULL)
 #define USEC_PER_SEC 1000000ULL
+/* How long SIGTERM waits for systemd to say whether a restart is queued. */
+#define STOP_QUERY_TIMEOUT_USEC (2ULL * USEC_PER_SEC)
+/* How long a restart waits for reads in flight before it leaves them to the next instance. */
+#define HAND_OVER_DRAIN_USEC (5ULL * USEC_PER_SEC)
 
 typedef struct DeferredCall {
         struct DeferredCall *next;
@@ -37,16 +43,11 @@ static void on_block_event(const char *action, dev_t devnum, uint64_t seqnum, vo
         }
 }
 
-static int on_signal(sd_event_source *s _unused_, const struct signalfd_siginfo *si, void *userdata) {
-        Manager *m = userdata;
+/* Stops for good: unmaps everything (busy mappings lazily) and exits once all are gone. */
+static void manager_shutdown(Manager *m) {
         Mapping *next;
 
-        if (m->shutting_down) {
-                log_info("Received %s again; still waiting for mappings to be released.", strsignal((int) si->ssi_signo));
-                return 0;
-        }
-
-        log_info("Received %s, unmapping everything.", strsignal((int) si->ssi_signo));
+        log_info("Unmapping everything.");
         m->shutting_down = true;
         (void) sd_notify(false, "STOPPING=1");
 
@@ -56,6 +57,104 @@ static int on_signal(sd_event_source *s _unused_, const struct signalfd_siginfo 
         }
 
         manager_update_status(m);
+}
+
+/* A restart can leave the mappings to the next instance when every one of them is in the fd
+ * store and settled (no job running, nothing being set up). */
+static bool manager_can_hand_over(Manager *m) {
+        if (!m->bus || !m->ready || !fd_store_available() || m->n_mappings == 0)
+                return false;
+        for (Mapping *i = m->mappings; i; i = i->next)
+                if (!mapping_can_hand_over(i))
+                        return false;
+        return true;
+}
+
+static int on_hand_over_timeout(sd_event_source *s _unused_, uint64_t usec _unused_, void *userdata) {
+        Manager *m = userdata;
+
+        log_warning("%u mapping%s still wait for their source; leaving their reads to the next instance.", m->n_mappings,
+                    m->n_mappings == 1 ? "" : "s");
+        (void) sd_event_exit(m->event, 0);
+        return 0;
+}
+
+/* Exits leaving every mapping to the next instance: the service manager keeps their fds, so the
+ * FUSE connections and loop devices stay; requests that arrive meanwhile wait in the kernel. */
+static void manager_hand_over(Manager *m) {
+        Mapping *next;
+
+        log_info("A restart of fuseloopd is queued: leaving %u mapping%s to the next instance through the fd store.",
+                 m->n_mappings, m->n_mappings == 1 ? "" : "s");
+        m->handing_over = true;
+        (void) sd_notifyf(false, "STOPPING=1\nSTATUS=Restarting; %u mapping%s kept in the fd store.", m->n_mappings,
+                          m->n_mappings == 1 ? "" : "s");
+        for (Mapping *i = m->mappings; i; i = next) {
+                next = i->next;
+                mapping_hand_over(i);
+        }
+        manager_update_status(m);
+
+        /* Reads a stalled source holds: the kernel sends them to the next instance anyway
+         * (FUSE_NOTIFY_RESEND), so do not wait for them long. */
+        if (m->n_mappings > 0 &&
+            sd_event_add_time_relative(m->event, &m->stop_timer, CLOCK_MONOTONIC, HAND_OVER_DRAIN_USEC, 0,
+                                       on_hand_over_timeout, m) < 0)
+                (void) sd_event_exit(m->event, 0);
+}
+
+static void on_stop_job(const char *job_type, void *userdata) {
+        Manager *m = userdata;
+
+        if (!m->stop_query_pending)
+                return;  /* too late: the stop went on without the answer */
+        m->stop_query_pending = false;
+        m->stop_timer = sd_event_source_disable_unref(m->stop_timer);
+
+        if (job_type && (streq(job_type, "restart") || streq(job_type, "try-restart")) && manager_can_hand_over(m))
+                manager_hand_over(m);
+        else {
+                log_debug("Queued job of our unit: %s.", job_type ?: "none known");
+                manager_shutdown(m);
+        }
+}
+
+static int on_stop_query_timeout(sd_event_source *s _unused_, uint64_t usec _unused_, void *userdata) {
+        Manager *m = userdata;
+
+        log_warning("The service manager did not say in time whether this is a restart; stopping for good.");
+        m->stop_query_pending = false;
+        m->stop_timer = sd_event_source_disable_unref(m->stop_timer);
+        manager_shutdown(m);
+        return 0;
+}
+
+static int on_signal(sd_event_source *s _unused_, const struct signalfd_siginfo *si, void *userdata) {
+        Manager *m = userdata;
+        int r;
+
+        if (m->shutting_down || m->handing_over || m->stop_query_pending) {
+                log_info("Received %s again; still stopping.", strsignal((int) si->ssi_signo));
+                return 0;
+        }
+        log_info("Received %s.", strsignal((int) si->ssi_signo));
+
+        /* SIGTERM from the service manager is either a stop or the first half of a restart; only
+         * its queued job tells which. SIGINT is always a stop. */
+        if (si->ssi_signo == SIGTERM && manager_can_hand_over(m)) {
+                r = service_job_query(m->bus, STOP_QUERY_TIMEOUT_USEC, on_stop_job, m);
+                if (r >= 0)
+                        r = sd_event_add_time_relative(m->event, &m->stop_timer, CLOCK_MONOTONIC,
+                                                       STOP_QUERY_TIMEOUT_USEC + USEC_PER_SEC / 2, 0,
+                                                       on_stop_query_timeout, m);
+                if (r >= 0) {
+                        m->stop_query_pending = true;
+                        return 0;
+                }
+                log_warning_errno(r, "Cannot ask the service manager whether this is a restart: %m; stopping for good.");
+        }
+
+        manager_shutdown(m);
         return 0;
 }
 
@@ -69,6 +168,7 @@ int manager_new(const char *run_dir, Manager **ret) {
         if (!m)
                 return log_oom();
 
+        m->run_dir_lock = -EBADF;
         m->idle_timeout_usec = FUSELOOP_DEFAULT_IDLE_TIMEOUT_SEC * USEC_PER_SEC;
         m->user_quota = FUSELOOP_DEFAULT_USER_QUOTA;
 
@@ -129,6 +229,14 @@ int manager_new(const char *run_dir, Manager **ret) {
         free(m->run_dir);
         m->run_dir = canonical;
 
+        /* From here on no other instance touches the run directory, its loop devices or the fd
+         * store's mappings: the start-up clean-up needs no bus name to be safe. */
+        m->run_dir_lock = run_dir_lock(m->run_dir);
+        if (m->run_dir_lock < 0) {
+                r = m->run_dir_lock;
+                goto fail;
+        }
+
         *ret = m;
         return 0;
 
@@ -161,6 +269,7 @@ Manager *manager_free(Manager *m) {
          * before any existed. */
         sd_event_source_disable_unref(m->reconnect_timer);
         sd_event_source_disable_unref(m->idle_timer);
+        sd_event_source_disable_unref(m->stop_timer);
         sd_bus_slot_unref(m->idle_slot);
         manager_flush_deferred(m, &exiting);
         polkit_flush(m, &exiting);
@@ -169,6 +278,7 @@ Manager *manager_free(Manager *m) {
         io_ring_free(m->ring);
         worker_free(m->worker);
         sd_event_unref(m->event);
+        (void) safe_close(m->run_dir_lock);
         free(m->run_dir);
         free(m);
         return NULL;
@@ -440,21 +550,141 @@ static int manager_connect_bus(Manager *m) {
         return 0;
 }
 
-int manager_startup(Manager *m) {
+/* Start-up, second half: the clean-up has run; now the bus. */
+static void on_cleanup_done(int result, void *userdata) {
+        Manager *m = userdata;
         int r;
 
-        r = manager_connect_bus(m);
-        if (r < 0)
-                return log_error_errno(r, "Failed to connect to the system bus: %m");
+        if (result > 0)
+                log_notice("Cleaned up %i leftovers of an earlier instance in '%s'.", result, m->run_dir);
 
-        /* Only now that we own the name is no other instance using the run directory. */
-        (void) run_dir_cleanup(m->run_dir);
+        if (m->shutting_down && m->n_mappings == 0) {
+                (void) sd_event_exit(m->event, 0);
+                return;
+        }
+
+        r = manager_connect_bus(m);
+        if (r < 0) {
+                log_error_errno(r, "Failed to connect to the system bus: %m");
+                /* Resumed mappings stay in the fd store: the service manager restarts us. */
+                (void) sd_event_exit(m->event, r);
+                return;
+        }
+
+        for (Mapping *i = m->mappings; i; i = i->next)
+                mapping_publish_resumed(i);
 
         m->ready = true;
         (void) sd_notify(false, "READY=1");
         manager_update_status(m);
-        log_info("fuseloopd " FUSELOOP_VERSION " ready on %s (run directory '%s').", FUSELOOP_BUS_NAME, m->run_dir);
+        log_info("fuseloopd " FUSELOOP_VERSION " ready on %s (run directory '%s', %u mapping%s resumed).", FUSELOOP_BUS_NAME,
+                 m->run_dir, m->n_mappings, m->n_mappings == 1 ? "" : "s");
+
+        /* Calls that came in while the name was not there yet cannot exist, but a shutdown may. */
+        if (m->shutting_down) {
+                for (Mapping *i = m->mappings, *next; i; i = next) {
+                        next = i->next;
+                        mapping_shutdown(i);
+                }
+                manager_update_status(m);
+        }
         manager_arm_idle_timer(m);
+}
+
+typedef struct Cleanup {
+        Manager *manager;
+        LoopDevice *keep_loops;
+        size_t n_keep_loops;
+        char **keep_names;
+} Cleanup;
+
+static void cleanup_free(Cleanup *c) {
+        for (size_t i = 0; c->keep_names && c->keep_names[i]; i++)
+                free(c->keep_names[i]);
+        free(c->keep_names);
+        free(c->keep_loops);
+        free(c);
+}
+
+static int job_cleanup(void *userdata) {
+        Cleanup *c = userdata;
+
+        /* Runs on a worker: the resumed mappings are served meanwhile, and the clean-up may touch
+         * their FUSE files (a stat, a backing file's status). */
+        return run_dir_cleanup(c->manager->run_dir, c->keep_loops, c->n_keep_loops, c->keep_names);
+}
+
+static void on_job_cleanup_done(int result, void *userdata) {
+        Cleanup *c = userdata;
+        Manager *m = c->manager;
+
+        if (result < 0)
+                log_warning_errno(result, "Failed to clean up the run directory: %m, ignoring");
+        cleanup_free(c);
+        on_cleanup_done(result, m);
+}
+
+/* Resumes every mapping handed back by the service manager. Returns how many. */
+static unsigned manager_resume(Manager *m) {
+        _cleanup_(freep) StoredMapping *stored = NULL;
+        unsigned n_resumed = 0;
+        int n;
+
+        n = fd_store_take(&stored);
+        if (n < 0) {
+                log_error_errno(n, "Failed to take the fds passed by the service manager: %m");
+                return 0;
+        }
+
+        for (int i = 0; i < n; i++) {
+                if (mapping_resume(m, &stored[i]) >= 0)
+                        n_resumed++;
+                else
+                        fd_store_remove_mapping(stored[i].diskseq);
+                stored_mapping_close(&stored[i]);
+        }
+        if (n > 0)
+                log_info("Resumed %u of %i mapping%s kept in the fd store.", n_resumed, n, n == 1 ? "" : "s");
+        return n_resumed;
+}
+
+int manager_startup(Manager *m) {
+        Cleanup *c;
+        size_t k = 0;
+        int r;
+
+        /* Mappings kept by the service manager are served again first: the file systems on
+         * them wait until we answer. */
+        (void) manager_resume(m);
+
+        c = calloc(1, sizeof(*c));
+        if (!c)
+                return log_oom();
+        c->manager = m;
+        c->keep_loops = calloc(m->n_mappings + 1, sizeof(LoopDevice));
+        c->keep_names = calloc(m->n_mappings + 1, sizeof(char *));
+        if (!c->keep_loops || !c->keep_names) {
+                cleanup_free(c);
+                return log_oom();
+        }
+        /* Copies: a resumed mapping may go while the clean-up runs. */
+        for (Mapping *i = m->mappings; i; i = i->next, k++) {
+                c->keep_loops[k] = i->loop;
+                c->keep_names[k] = strdup(i->name);
+                if (!c->keep_names[k]) {
+                        cleanup_free(c);
+                        return log_oom();
+                }
+        }
+        c->n_keep_loops = k;
+
+        /* The clean-up may need answers from the resumed mappings: on a worker, with the loop
+         * running. The bus follows once it is done, so that a Map never meets a leftover. */
+        r = worker_run(m->worker, job_cleanup, on_job_cleanup_done, c);
+        if (r < 0) {
+                cleanup_free(c);
+                return log_error_errno(r, "Failed to start the clean-up: %m");
+        }
         return 0;
 }
 
@@ -515,6 +745,12 @@ void manager_update_status(Manager *m) {
         char status[512];
         size_t len;
         unsigned busy = 0;
+
+        if (m->handing_over) {
+                if (m->n_mappings == 0)
+                        (void) sd_event_exit(m->event, 0);
+                return;
+        }
 
         if (!m->ready)
                 return;

@@ -22,6 +22,7 @@ typedef struct Manager {
         IoRing *ring;
         BlockMonitor *monitor;
         char *run_dir;
+        int run_dir_lock;            /* flock()ed fd of the run directory: one instance at a time */
 
         struct AuthQuery *auth_queries;  /* bus calls waiting for their authorization */
         unsigned n_auth_queries;
@@ -41,6 +42,12 @@ typedef struct Manager {
 
         bool shutting_down;
         bool ready;
+
+        /* SIGTERM: asking systemd whether a restart is queued (then the mappings stay in the fd
+         * store for the next instance: handing_over) or this is a stop. */
+        bool stop_query_pending;
+        sd_event_source *stop_timer;
+        bool handing_over;
 } Manager;
 
 /* Sets up the event loop, signals, worker, io ring and udev monitor; run_dir is created if
@@ -49,8 +56,9 @@ int manager_new(const char *run_dir, Manager **ret);
 
 Manager *manager_free(Manager *m);
 
-/* Connects to the system bus, takes the name, cleans up leftovers in the run directory and tells
- * the service manager we are ready. */
+/* Resumes the mappings kept in the service manager's fd store, then (from the event loop) cleans
+ * up leftovers in the run directory on a worker, connects to the system bus, takes the name,
+ * publishes the resumed mappings and tells the service manager we are ready. */
 int manager_startup(Manager *m);
 
 /* Runs the event loop until shutdown is complete. Returns the exit code. */

@@ -21,6 +21,7 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <systemd/sd-bus.h>
 #include <time.h>
 #include <unistd.h>
@@ -30,6 +31,7 @@
 #include "log.h"
 #include "macro.h"
 #include "mapping.h"
+#include "restart-record.h"
 #include "util.h"
 
 /* How long udev may take to process a new disk or its partitions before Map fails. */
@@ -263,7 +265,7 @@ static int job_open_source(void *userdata) {
         (void) safe_close(m->job.source_fd);
         m->job.source_fd = fd;
 
-        r = source_fd_get_size(fd, &m->job.source_size, &m->job.source_is_block, m->job.error,
+        r = source_fd_get_size(fd, &m->job.source_size, &m->job.source_read_async, m->job.error,
                                sizeof(m->job.error));
         if (r < 0)
                 return r;
@@ -358,7 +360,7 @@ static void on_partscan_done(int result, void *userdata) {
 
 static void mapping_disk_ready(Mapping *m) {
         mapping_disarm_timer(m);
-        if (loop_device_is_bound(&m->loop, m->path) == 0) {
+        if (loop_device_is_bound(&m->loop) == 0) {
                 m->loop_attached = false;
                 mapping_fail(m, FUSELOOP_ERROR_SETUP_FAILED, "/dev/loop%i was detached by someone else during setup",
                              m->loop.nr);
@@ -432,6 +434,8 @@ static void on_mount_done(int result, void *userdata) {
         mapping_unref(m);
 }
 
+static int mapping_watch_reads(Mapping *m);
+
 static void on_source_open_done(int result, void *userdata) {
         Mapping *m = userdata;
         char err[256];
@@ -453,7 +457,8 @@ static void on_source_open_done(int result, void *userdata) {
         }
 
         m->source_description = TAKE_PTR(m->job.source_description);
-        r = source_fd_new(m->manager->ring, m->job.source_fd, m->job.source_size, m->job.source_is_block,
+        m->source_read_async = m->job.source_read_async;
+        r = source_fd_new(m->manager->ring, m->job.source_fd, m->job.source_size, m->job.source_read_async,
                           m->source_description,
                           &m->source);
         if (r < 0) {
@@ -467,6 +472,12 @@ static void on_source_open_done(int result, void *userdata) {
                 mapping_fail(m, FUSELOOP_ERROR_SETUP_FAILED, "cannot create the FUSE session: %s", strerror(-r));
                 goto finish;
         }
+        r = mapping_watch_reads(m);
+        if (r < 0) {
+                mapping_fail(m, FUSELOOP_ERROR_SETUP_FAILED, "cannot watch the reads of the FUSE session: %s",
+                             strerror(-r));
+                goto finish;
+        }
 
         mapping_run_job(m, STEP_MOUNT, job_mount, on_mount_done);
 finish:
@@ -476,6 +487,11 @@ finish:
 static int on_caller_owner_changed(sd_bus_message *msg, void *userdata, sd_bus_error *error _unused_) {
         Mapping *m = userdata;
         const char *name, *old, *new;
+
+        /* The match names the bus as sender, but a signal sent to us directly matches it too:
+         * anyone could claim that the caller left. */
+        if (!streq_ptr(sd_bus_message_get_sender(msg), "org.freedesktop.DBus"))
+                return 0;
 
         if (sd_bus_message_read(msg, "sss", &name, &old, &new) < 0)
                 return 0;
@@ -552,6 +568,43 @@ void mapping_start(Mapping *m, sd_bus_message *call, const char *caller) {
         mapping_run_job(m, STEP_OPEN_SOURCE, job_open_source, on_source_open_done);
 }
 
+/* Hands the mapping's fds and its restart record to the service manager's fd store, so that a
+ * restarted daemon can resume serving it. */
+static void mapping_store(Mapping *m) {
+        RestartRecord rec = {
+                .name = m->name,
+                .owner_uid = m->owner_uid,
+                .created_usec = m->created_usec,
+                .uri_path = m->uri_path,
+                .source_description = m->source_description,
+                .options = m->options,
+                .loop_nr = m->loop.nr,
+                .loop_diskseq = m->loop.diskseq,
+                .direct_io_effective = m->direct_io_effective,
+                .source_read_async = m->source_read_async,
+                .caller = m->caller,
+        };
+        const uint8_t *init;
+        int r;
+
+        if (!fd_store_available())
+                return;
+
+        fuse_file_get_init(m->fuse, &init, &rec.fuse_init_size);
+        rec.fuse_init = (uint8_t *) init;
+        if (!init) {
+                log_warning("Mapping '%s': no FUSE_INIT was kept; it cannot survive a restart of fuseloopd.", m->name);
+                return;
+        }
+
+        r = fd_store_put_mapping(m->loop.diskseq, fuse_file_get_fd(m->fuse), source_fd_get_fd(m->source), &rec);
+        if (r < 0)
+                log_warning_errno(r, "Mapping '%s': cannot put its fds into the fd store: %m; it cannot survive a "
+                                  "restart of fuseloopd", m->name);
+        else
+                m->stored = true;
+}
+
 static void mapping_activate(Mapping *m) {
         char dev[32];
 
@@ -566,6 +619,7 @@ static void mapping_activate(Mapping *m) {
         m->state = MAPPING_ACTIVE;
         m->published = true;
         bus_mapping_emit_added(m);
+        mapping_store(m);
 
         log_info("Mapping '%s': %s is active (source '%s', %" PRIu64 " bytes at offset %" PRIu64 ").", m->name,
                  mapping_device(m, dev, sizeof(dev)), m->source_description, m->options.size, m->options.offset);
@@ -618,6 +672,13 @@ static void mapping_finish(Mapping *m) {
         m->step = STEP_NONE;
         mapping_disarm_timer(m);
 
+        /* Our fds are closed by now; the store's copies keep the FUSE connection alive until
+         * they go as well. */
+        if (m->stored) {
+                fd_store_remove_mapping(m->loop.diskseq);
+                m->stored = false;
+        }
+
         if (m->published) {
                 log_info("Mapping '%s': removed (%s).", m->name, m->remove_reason ?: FUSELOOP_REASON_FAILED);
                 bus_mapping_emit_removed(m, m->remove_reason ?: FUSELOOP_REASON_FAILED);
@@ -643,12 +704,12 @@ static void mapping_finish(Mapping *m) {
 static int job_unmount(void *userdata) {
         Mapping *m = userdata;
 
-        /* Runs on a worker: a lazy unmount of our own FUSE file, then its mount point goes. libfuse
-         * skips the unmount when the connection was aborted, so unmount ourselves as well (EINVAL:
-         * nothing mounted there any more). The source is closed here too: it may be one of our own
-         * loop devices, whose last close flushes through our FUSE files. */
-        if (m->fuse)
-                fuse_file_unmount(m->fuse);
+        /* Runs on a worker: a lazy unmount of our own FUSE file (it waits for no answer from us:
+         * the kernel sends no request to a plain FUSE mount that goes), then its mount point goes.
+         * EINVAL: nothing mounted there (the mount failed, or it was made in the mount namespace
+         * of an earlier daemon that is gone). The session's fd is closed when it is freed, on the
+         * loop. The source is closed here too: it may be one of our own loop devices, whose last
+         * close flushes through our FUSE files. */
         m->job.source = source_free(m->job.source);
         if (!m->job.run_file_created)
                 return 0;  /* never touch a file that is not ours */
@@ -786,7 +847,7 @@ static void on_detach_done(int result, void *userdata) {
                         mapping_arm_timer(m, RELEASE_TIMEOUT_USEC);
 
                 /* It may have gone while we were looking. */
-                if (loop_device_is_bound(&m->loop, m->path) == 0)
+                if (loop_device_is_bound(&m->loop) == 0)
                         mapping_released(m);
         }
         mapping_unref(m);
@@ -850,6 +911,13 @@ static void mapping_fail(Mapping *m, const char *error_name, const char *fmt, ..
 void mapping_unmap(Mapping *m, bool lazy, sd_bus_message *call, const char *reason) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *c = sd_bus_message_ref(call);
 
+        if (m->manager->handing_over || m->manager->stop_query_pending) {
+                /* The mapping is about to be, or is being, left to the next instance. */
+                mapping_reply_error(m, &c, FUSELOOP_ERROR_BUSY, "fuseloopd is stopping; unmap '%s' once it is back",
+                                    m->name);
+                return;
+        }
+
         switch (m->state) {
         case MAPPING_ACTIVE:
                 break;
@@ -885,7 +953,7 @@ void mapping_shutdown(Mapping *m) {
 }
 
 void mapping_caller_gone(Mapping *m) {
-        if (m->caller_gone)
+        if (m->caller_gone || m->manager->handing_over)
                 return;
         m->caller_gone = true;
         log_info("Mapping '%s': its caller %s disconnected; unmapping it.", m->name, m->caller ?: "");
@@ -912,7 +980,7 @@ static int on_timer(sd_event_source *s _unused_, uint64_t usec _unused_, void *u
                              block_monitor_is_udev(m->manager->monitor) ? "" : " (no udevd running)");
                 break;
         case STEP_WAIT_RELEASE:
-                if (loop_device_is_bound(&m->loop, m->path) == 0)
+                if (loop_device_is_bound(&m->loop) == 0)
                         mapping_released(m);
                 else if (!m->lazy && m->state == MAPPING_DETACHING)
                         mapping_run_job(m, STEP_CANCEL_AUTOCLEAR, job_cancel_autoclear, on_cancel_autoclear_done);
@@ -926,7 +994,7 @@ static int on_timer(sd_event_source *s _unused_, uint64_t usec _unused_, void *u
 }
 
 void mapping_on_block_event(Mapping *m, const char *action _unused_, dev_t devnum, uint64_t seqnum) {
-        if (!m->loop_attached)
+        if (!m->loop_attached || m->manager->handing_over)
                 return;
 
         switch (m->step) {
@@ -945,7 +1013,7 @@ void mapping_on_block_event(Mapping *m, const char *action _unused_, dev_t devnu
                 return;
         if (m->state != MAPPING_ACTIVE && m->step != STEP_WAIT_RELEASE)
                 return;
-        if (loop_device_is_bound(&m->loop, m->path) != 0)
+        if (loop_device_is_bound(&m->loop) != 0)
                 return;
 
         if (m->step == STEP_WAIT_RELEASE)
@@ -958,4 +1026,196 @@ void mapping_on_block_event(Mapping *m, const char *action _unused_, dev_t devnu
                 mapping_set_state(m, MAPPING_DETACHING);
                 mapping_teardown(m);
         }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Resume after a restart */
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(RestartRecord *, restart_record_done);
+
+/* /dev/fuse is the misc device 10:229. */
+static bool fd_is_fuse_device(int fd) {
+        struct stat st;
+
+        return fstat(fd, &st) >= 0 && S_ISCHR(st.st_mode) && major(st.st_rdev) == 10 && minor(st.st_rdev) == 229;
+}
+
+/* Reads and checks the restart record of s. */
+static int stored_mapping_read_record(Manager *manager, StoredMapping *s, RestartRecord *rec) {
+        _cleanup_(freep) char *text = NULL;
+        char err[256] = "";
+        size_t len;
+        int seals, r;
+
+        for (FdStoreKind k = 0; k < _FD_STORE_KIND_MAX; k++)
+                if (s->fds[k] < 0)
+                        return log_error_errno(EBADF, "Stored mapping %" PRIu64 " is incomplete (%s fd missing); cleaning it up.",
+                                               s->diskseq, k == FD_STORE_FUSE ? "FUSE" : k == FD_STORE_SOURCE ? "source" : "record");
+
+        /* Only a sealed memfd is read as a record (a read of anything else could have side
+         * effects, such as taking a request off a FUSE connection). */
+        seals = fcntl(s->fds[FD_STORE_RECORD], F_GET_SEALS);
+        if (seals < 0 || !(seals & F_SEAL_WRITE))
+                return log_error_errno(EBADF, "Stored mapping %" PRIu64 ": its record is not a sealed memfd; cleaning it up.", s->diskseq);
+        if (!fd_is_fuse_device(s->fds[FD_STORE_FUSE]))
+                return log_error_errno(EBADF, "Stored mapping %" PRIu64 ": its FUSE fd is not /dev/fuse; cleaning it up.", s->diskseq);
+
+        r = fd_store_read_record(s->fds[FD_STORE_RECORD], &text, &len);
+        if (r < 0)
+                return log_error_errno(r, "Stored mapping %" PRIu64 ": cannot read its record: %m; cleaning it up.", s->diskseq);
+        r = restart_record_parse(text, len, rec, err, sizeof(err));
+        if (r < 0)
+                return log_error_errno(r, "Stored mapping %" PRIu64 ": bad record: %s; cleaning it up.", s->diskseq, err);
+
+        if (rec->loop_diskseq != s->diskseq)
+                return log_error_errno(EINVAL, "Stored mapping '%s': its record names disk sequence number %" PRIu64
+                                       ", its fds %" PRIu64 "; cleaning it up.", rec->name, rec->loop_diskseq, s->diskseq);
+        if (manager_find_mapping(manager, rec->name))
+                return log_error_errno(EEXIST, "Stored mapping '%s' is there twice; cleaning up the second.", rec->name);
+        return 0;
+}
+
+int mapping_resume(Manager *manager, StoredMapping *s) {
+        _cleanup_(restart_record_donep) RestartRecord *recp = NULL;
+        RestartRecord rec = RESTART_RECORD_INIT;
+        _cleanup_(freep) char *autoclear = NULL;
+        LoopDevice loop;
+        struct statx stx;
+        char p[128], dev[32];
+        Mapping *m;
+        int r;
+
+        recp = &rec;
+        r = stored_mapping_read_record(manager, s, &rec);
+        if (r < 0)
+                return r;
+
+        r = loop_device_find_attached(rec.loop_nr, rec.loop_diskseq, &loop);
+        if (r < 0)
+                return log_error_errno(r, "Mapping '%s' cannot be resumed: /dev/loop%i is no longer the device it was "
+                                       "attached as (%m); cleaning it up.", rec.name, rec.loop_nr);
+
+        /* The type only, from the inode as cached: the source may be a file of ours, which
+         * nobody answers yet. */
+        if (statx(s->fds[FD_STORE_SOURCE], "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_TYPE, &stx) < 0 ||
+            !(S_ISREG(stx.stx_mode) || S_ISBLK(stx.stx_mode)))
+                return log_error_errno(EBADF, "Mapping '%s' cannot be resumed: its stored source is not a regular file or "
+                                       "block device; cleaning it up.", rec.name);
+
+        r = mapping_new(manager, rec.name, -EBADF, rec.uri_path, &rec.options, rec.owner_uid, &m);
+        if (r < 0)
+                return log_error_errno(r, "Mapping '%s' cannot be resumed: %m", rec.name);
+        m->created_usec = rec.created_usec;
+        m->direct_io_effective = rec.direct_io_effective;
+        m->source_read_async = rec.source_read_async;
+        m->caller = TAKE_PTR(rec.caller);
+        m->source_description = TAKE_PTR(rec.source_description);
+        m->loop = loop;
+        m->loop_attached = true;
+        m->job.run_file_created = true;  /* the file is ours, and so is a mount on it */
+
+        r = source_fd_new(manager->ring, s->fds[FD_STORE_SOURCE], m->options.offset + m->options.size,
+                          m->source_read_async, m->source_description, &m->source);
+        if (r < 0)
+                goto fail;
+        s->fds[FD_STORE_SOURCE] = -EBADF;
+
+        r = fuse_file_new(m->name, m->path, m->source, m->options.offset, m->options.size, &m->fuse);
+        if (r < 0)
+                goto fail;
+        r = mapping_watch_reads(m);
+        if (r < 0)
+                goto fail;
+        r = fuse_file_resume(m->fuse, TAKE_FD(s->fds[FD_STORE_FUSE]), rec.fuse_init, rec.fuse_init_size);
+        if (r < 0)
+                goto fail;
+        r = fuse_file_start(m->fuse, manager->event, on_fuse_gone, m);
+        if (r < 0)
+                goto fail;
+
+        /* It stays in the store under the same names: nothing changed. */
+        m->stored = true;
+        m->state = MAPPING_ACTIVE;
+
+        /* An unmap in progress: the earlier daemon detached lazily and waited for the last user. */
+        (void) snprintf(p, sizeof(p), "/sys/block/loop%i/loop/autoclear", m->loop.nr);
+        if (read_one_line_file(p, &autoclear) >= 0 && streq(autoclear, "1")) {
+                m->state = MAPPING_DETACHING;
+                m->step = STEP_WAIT_RELEASE;
+                m->lazy = true;
+                m->remove_reason = FUSELOOP_REASON_UNMAPPED;
+                mapping_arm_timer(m, RELEASE_RECHECK_USEC);
+        }
+
+        log_info("Mapping '%s': resumed %s (source '%s')%s.", m->name, mapping_device(m, dev, sizeof(dev)),
+                 m->source_description, m->state == MAPPING_DETACHING ? ", detaching at its last close" : "");
+        return 0;
+
+fail:
+        log_error_errno(r, "Mapping '%s' cannot be resumed: %m; cleaning it up.", m->name);
+        /* Its loop device and run file are not kept: the start-up clean-up takes them. */
+        m->loop_attached = false;
+        m->job.run_file_created = false;
+        if (m->fuse)
+                fuse_file_stop(m->fuse);
+        manager_remove_mapping(manager, m);
+        mapping_unref(m);
+        return r;
+}
+
+void mapping_publish_resumed(Mapping *m) {
+        if (m->published)
+                return;
+        m->published = true;
+        bus_mapping_emit_added(m);
+        if (m->caller)
+                mapping_follow_caller(m);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Reads that wait for the source */
+
+static void on_fuse_stalled(FuseFile *f _unused_, bool stalled _unused_, void *userdata) {
+        Mapping *m = userdata;
+
+        /* The FUSE session logged it; Stalled reads its state from there. */
+        bus_mapping_emit_stalled(m);
+}
+
+/* Gives the mapping's FUSE session its read timeout and has it report stalls. */
+static int mapping_watch_reads(Mapping *m) {
+        return fuse_file_set_timeout(m->fuse, m->manager->event, (uint64_t) m->options.timeout_sec * 1000000ULL,
+                                     on_fuse_stalled, m);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Hand over to the next instance */
+
+bool mapping_can_hand_over(const Mapping *m) {
+        if (!m->stored || m->job_running)
+                return false;
+        return (m->state == MAPPING_ACTIVE && m->step == STEP_NONE) ||
+               (m->state == MAPPING_DETACHING && m->step == STEP_WAIT_RELEASE && m->lazy);
+}
+
+static void mapping_handed_over(void *userdata) {
+        Mapping *m = userdata;
+        Manager *manager = m->manager;
+
+        /* Our fds close with the mapping; the store's copies keep everything in place. */
+        manager_remove_mapping(manager, m);
+        mapping_unref(m);
+        manager_update_status(manager);
+}
+
+void mapping_hand_over(Mapping *m) {
+        mapping_disarm_timer(m);
+        m->caller_slot = sd_bus_slot_unref(m->caller_slot);
+        m->stored = false;  /* stays there, for the next instance */
+        m->published = false;
+        /* Requests not taken yet wait in the kernel for the next instance; those taken are
+         * answered first. */
+        fuse_file_stop(m->fuse);
+        if (!fuse_file_drain(m->fuse, mapping_handed_over, m))
+                mapping_handed_over(m);
 }

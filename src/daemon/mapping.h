@@ -7,6 +7,7 @@
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
+#include "fd-store.h"
 #include "fuse-file.h"
 #include "loop-device.h"
 #include "manager.h"
@@ -57,10 +58,12 @@ struct Mapping {
         MappingState state;
         MappingStep step;
         bool published;          /* object visible on the bus, MappingAdded sent */
+        bool stored;             /* its fds are in the service manager's fd store */
         bool job_running;
 
         Source *source;
         char *source_description;
+        bool source_read_async;  /* see source_fd_new() */
         FuseFile *fuse;
         LoopDevice loop;
         bool loop_attached;
@@ -69,7 +72,7 @@ struct Mapping {
         struct {
                 int source_fd;
                 uint64_t source_size;
-                bool source_is_block;
+                bool source_read_async;
                 char *source_description;
                 Source *source;          /* handed to the unmount job to close */
                 bool run_file_created;   /* the mount job made <run-dir>/<name> */
@@ -102,6 +105,23 @@ struct Mapping {
  * Exactly one of fd (taken over) and uri_path is set. Options are taken over. */
 int mapping_new(Manager *manager, const char *name, int fd, const char *uri_path, MapOptions *options,
                 uid_t owner, Mapping **ret);
+
+/* At start-up, before the bus: resumes serving a mapping of an earlier daemon from its stored
+ * fds (the FUSE and source fds are taken from s on success). The mapping is active but not yet
+ * on the bus (mapping_publish_resumed()). On failure the reason is logged and nothing of the
+ * mapping remains here; its loop device and run file are left to the start-up clean-up. */
+int mapping_resume(Manager *manager, StoredMapping *s);
+
+/* Once the bus is there: puts a resumed mapping on the bus and follows its caller again. */
+void mapping_publish_resumed(Mapping *m);
+
+/* Whether the mapping can be left to the next instance at a restart: it is in the fd store and
+ * settled (active, or waiting for its last user after a lazy unmap). */
+bool mapping_can_hand_over(const Mapping *m);
+
+/* Restart: stops serving (requests already taken are answered first), then forgets the mapping
+ * without touching the kernel; its fds stay in the fd store. */
+void mapping_hand_over(Mapping *m);
 
 /* Starts the attach sequence; call (a Map or MapURI call) is answered when it succeeds or fails. */
 void mapping_start(Mapping *m, sd_bus_message *call, const char *caller);

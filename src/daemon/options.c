@@ -25,6 +25,7 @@ static const struct {
         { FUSELOOP_OPT_PROTOCOL,       's' },
         { FUSELOOP_OPT_EXPORT_NAME,    's' },
         { FUSELOOP_OPT_BIND_TO_CALLER, 'b' },
+        { FUSELOOP_OPT_TIMEOUT,        'u' },
 };
 
 char map_option_type(const char *key) {
@@ -93,6 +94,14 @@ int map_options_set(MapOptions *o, const char *key, const char *type, const Opti
                         return -EINVAL;
                 }
                 o->sector_size = v->u;
+        } else if (strcmp(key, FUSELOOP_OPT_TIMEOUT) == 0) {
+                if (v->u > FUSELOOP_TIMEOUT_MAX_SEC) {
+                        (void) snprintf(errbuf, errlen,
+                                        "option 'timeout' must be at most %u seconds (0: none), not %" PRIu32,
+                                        FUSELOOP_TIMEOUT_MAX_SEC, v->u);
+                        return -EINVAL;
+                }
+                o->timeout_sec = v->u;
         } else if (strcmp(key, FUSELOOP_OPT_PROTOCOL) == 0) {
                 if (strcmp(v->s, "raw") != 0) {
                         (void) snprintf(errbuf, errlen, "unsupported protocol '%.64s' (supported: raw)", v->s);

@@ -13,6 +13,7 @@ typedef struct MapOptions {
         bool partition_scan;
         bool direct_io;
         bool bind_to_caller;
+        uint32_t timeout_sec;    /* a read waits at most this long for the source; 0: no limit */
         char *protocol;          /* NULL: "raw" */
         char *export_name;
 } MapOptions;

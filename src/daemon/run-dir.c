@@ -1,8 +1,9 @@
 /* The run directory: where each mapping's FUSE file lives, and what an earlier instance left.
  *
- * The clean-up runs at start-up before this instance serves any FUSE session, so nothing here
- * can wait on an answer from ourselves: the sessions it finds belong to a dead process (their
- * connections are aborted) and the unmounts are lazy. */
+ * The clean-up runs at start-up on a worker, while the mappings resumed from the fd store are
+ * already served from the event loop: it leaves those alone (their run files, mounts and loop
+ * devices are named in the keep lists) and removes everything else. The sessions it finds
+ * belong to a dead process (their connections are aborted) and the unmounts are lazy. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -10,8 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -19,6 +22,9 @@
 #include "macro.h"
 #include "run-dir.h"
 #include "util.h"
+
+/* How long a new instance waits for an earlier one that is exiting. */
+#define RUN_DIR_LOCK_WAIT_MSEC 5000
 
 int run_dir_prepare(const char *dir) {
         _cleanup_(closep) int fd = -EBADF;
@@ -41,6 +47,30 @@ int run_dir_prepare(const char *dir) {
         return 0;
 }
 
+int run_dir_lock(const char *dir) {
+        _cleanup_(closep) int fd = -EBADF;
+
+        fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+                return log_error_errno(errno, "Failed to open the run directory '%s': %m", dir);
+
+        /* An instance that exits for idleness has released the bus name already and is about to
+         * go; give it a moment rather than failing the activation that started us. */
+        for (unsigned i = 0; flock(fd, LOCK_EX | LOCK_NB) < 0; i++) {
+                struct timespec ts = { .tv_nsec = 100 * 1000 * 1000 };
+
+                if (errno != EWOULDBLOCK)
+                        return log_error_errno(errno, "Failed to lock the run directory '%s': %m", dir);
+                if (i == 0)
+                        log_info("Another fuseloopd uses the run directory '%s'; waiting for it to exit.", dir);
+                if (i >= RUN_DIR_LOCK_WAIT_MSEC / 100)
+                        return log_error_errno(EBUSY, "Another fuseloopd uses the run directory '%s': is fuseloopd "
+                                               "running already?", dir);
+                (void) nanosleep(&ts, NULL);
+        }
+        return TAKE_FD(fd);
+}
+
 /* Decodes the octal escapes (\040 etc.) of /proc/self/mountinfo in place. */
 static void mountinfo_unescape(char *s) {
         char *o = s;
@@ -56,9 +86,16 @@ static void mountinfo_unescape(char *s) {
         *o = '\0';
 }
 
-/* Unmounts (lazily) every mount whose mount point is directly in dir; repeats for stacked
- * mounts. Returns the number of unmounts. */
-static int unmount_all_in(const char *dir) {
+static bool name_is_kept(const char *name, char *const *keep) {
+        for (; keep && *keep; keep++)
+                if (streq(*keep, name))
+                        return true;
+        return false;
+}
+
+/* Unmounts (lazily) every mount whose mount point is directly in dir, but for the names in keep;
+ * repeats for stacked mounts. Returns the number of unmounts. */
+static int unmount_all_in(const char *dir, char *const *keep) {
         size_t dlen = strlen(dir);
         int count = 0;
 
@@ -79,7 +116,8 @@ static int unmount_all_in(const char *dir) {
                         if (sscanf(line, "%*s %*s %*s %*s %4095s", mnt) != 1)
                                 continue;
                         mountinfo_unescape(mnt);
-                        if (strncmp(mnt, dir, dlen) != 0 || mnt[dlen] != '/' || strchr(mnt + dlen + 1, '/'))
+                        if (strncmp(mnt, dir, dlen) != 0 || mnt[dlen] != '/' || strchr(mnt + dlen + 1, '/') ||
+                            name_is_kept(mnt + dlen + 1, keep))
                                 continue;
 
                         if (umount2(mnt, MNT_DETACH | UMOUNT_NOFOLLOW) < 0) {
@@ -98,7 +136,7 @@ static int unmount_all_in(const char *dir) {
         return count;
 }
 
-static int remove_files_in(const char *dir) {
+static int remove_files_in(const char *dir, char *const *keep) {
         struct dirent *de;
         int count = 0;
         DIR *d;
@@ -108,7 +146,7 @@ static int remove_files_in(const char *dir) {
                 return -errno;
 
         while ((de = readdir(d))) {
-                if (streq(de->d_name, ".") || streq(de->d_name, ".."))
+                if (streq(de->d_name, ".") || streq(de->d_name, "..") || name_is_kept(de->d_name, keep))
                         continue;
                 if (unlinkat(dirfd(d), de->d_name, 0) < 0) {
                         log_warning_errno(errno, "Failed to remove leftover '%s/%s': %m, ignoring", dir, de->d_name);
@@ -121,22 +159,22 @@ static int remove_files_in(const char *dir) {
         return count;
 }
 
-int run_dir_cleanup(const char *dir) {
+int run_dir_cleanup(const char *dir, const LoopDevice *keep_loops, size_t n_keep_loops, char *const *keep_names) {
         int r, count = 0;
 
-        r = loop_device_detach_all_under(dir);
+        r = loop_device_detach_all_under(dir, keep_loops, n_keep_loops);
         if (r < 0)
                 log_warning_errno(r, "Failed to look for leftover loop devices: %m, ignoring");
         else
                 count += r;
 
-        r = unmount_all_in(dir);
+        r = unmount_all_in(dir, keep_names);
         if (r < 0)
                 log_warning_errno(r, "Failed to look for leftover FUSE mounts: %m, ignoring");
         else
                 count += r;
 
-        r = remove_files_in(dir);
+        r = remove_files_in(dir, keep_names);
         if (r < 0)
                 log_warning_errno(r, "Failed to look for leftover run files: %m, ignoring");
         else

@@ -13,7 +13,9 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -62,7 +64,8 @@ static bool io_ring_prep(IoRing *ring, FdRead *rd) {
         io_uring_sqe_set_data(sqe, rd);
         /* Block devices read inline may wait in the block layer (a frozen queue, no free tags);
          * the source may even be one of our own loop devices, whose I/O needs this very thread.
-         * Regular files try the page cache inline without blocking and go to io-wq otherwise. */
+         * Regular files try the page cache inline without blocking and go to io-wq otherwise
+         * (but files on FUSE: see source_fd_get_size()). */
         if (rd->source->force_async)
                 io_uring_sqe_set_flags(sqe, IOSQE_ASYNC);
         ring->need_submit = true;
@@ -271,7 +274,8 @@ int source_fd_check(int fd, bool check_access, char *errbuf, size_t errlen) {
         return 0;
 }
 
-int source_fd_get_size(int fd, uint64_t *ret_size, bool *ret_is_block, char *errbuf, size_t errlen) {
+int source_fd_get_size(int fd, uint64_t *ret_size, bool *ret_read_async, char *errbuf, size_t errlen) {
+        struct statfs sfs;
         struct stat st;
         uint64_t size;
 
@@ -295,11 +299,14 @@ int source_fd_get_size(int fd, uint64_t *ret_size, bool *ret_is_block, char *err
         }
 
         *ret_size = size;
-        *ret_is_block = S_ISBLK(st.st_mode);
+        /* An inline read first asks the file whether it would block: on FUSE that is a POLL
+         * request to the file system's server, and the loop thread would wait for it. That server
+         * may be slow, hung, or this very daemon (a mapping's own file mapped again). */
+        *ret_read_async = S_ISBLK(st.st_mode) || (fstatfs(fd, &sfs) >= 0 && sfs.f_type == FUSE_SUPER_MAGIC);
         return 0;
 }
 
-int source_fd_new(IoRing *ring, int fd, uint64_t size, bool is_block, const char *description, Source **ret) {
+int source_fd_new(IoRing *ring, int fd, uint64_t size, bool read_async, const char *description, Source **ret) {
         SourceFd *sf;
 
         sf = calloc(1, sizeof(*sf));
@@ -315,8 +322,12 @@ int source_fd_new(IoRing *ring, int fd, uint64_t size, bool is_block, const char
         sf->source.size = size;
         sf->ring = ring;
         sf->fd = fd;
-        sf->force_async = is_block;
+        sf->force_async = read_async;
 
         *ret = &sf->source;
         return 0;
+}
+
+int source_fd_get_fd(const Source *s) {
+        return s && s->vtable == &source_fd_vtable ? ((const SourceFd *) s)->fd : -EBADF;
 }

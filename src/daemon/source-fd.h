@@ -19,10 +19,14 @@ IoRing *io_ring_free(IoRing *ring);
  * returns -errno and writes a readable reason to errbuf. */
 int source_fd_check(int fd, bool check_access, char *errbuf, size_t errlen);
 
-/* Runs on a worker: writes the size of the source (refusing an empty one) and whether it is a
- * block device. */
-int source_fd_get_size(int fd, uint64_t *ret_size, bool *ret_is_block, char *errbuf, size_t errlen);
+/* Runs on a worker: writes the size of the source (refusing an empty one) and whether its reads
+ * must always go to io_uring's workers (see source_fd_new()). */
+int source_fd_get_size(int fd, uint64_t *ret_size, bool *ret_read_async, char *errbuf, size_t errlen);
 
-/* Creates a source reading fd (taken over on success) through ring; reads of block devices always
- * go to io_uring's workers. description is copied. */
-int source_fd_new(IoRing *ring, int fd, uint64_t size, bool is_block, const char *description, Source **ret);
+/* Creates a source reading fd (taken over on success) through ring. With read_async (block
+ * devices, files on FUSE) reads always go to io_uring's workers, never inline on the loop thread.
+ * description is copied. */
+int source_fd_new(IoRing *ring, int fd, uint64_t size, bool read_async, const char *description, Source **ret);
+
+/* The fd an fd source reads (for the fd store), or -EBADF for another kind of source. */
+int source_fd_get_fd(const Source *s);

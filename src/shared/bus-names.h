@@ -34,6 +34,7 @@
 #define FUSELOOP_OPT_PROTOCOL           "protocol"        /* s */
 #define FUSELOOP_OPT_EXPORT_NAME        "export-name"     /* s */
 #define FUSELOOP_OPT_BIND_TO_CALLER     "bind-to-caller"  /* b */
+#define FUSELOOP_OPT_TIMEOUT            "timeout"         /* u, seconds; 0: none */
 /* Unmap options. */
 #define FUSELOOP_OPT_LAZY               "lazy"            /* b */
 
@@ -50,3 +51,5 @@
 #define FUSELOOP_DEFAULT_USER_QUOTA     16u
 /* Each mapping costs fds, a loop device and kernel memory: bound what callers can make us hold. */
 #define FUSELOOP_MAPPINGS_MAX           4096u
+/* The longest read timeout a mapping may ask for: beyond an hour a timeout is no timeout. */
+#define FUSELOOP_TIMEOUT_MAX_SEC        3600u

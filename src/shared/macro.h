@@ -53,6 +53,12 @@ static inline void *mfree(void *p) {
         return NULL;
 }
 
+static inline void *memdup(const void *p, size_t n) {
+        void *q = malloc(n);
+
+        return q ? memcpy(q, p, n) : NULL;
+}
+
 #define streq(a, b) (strcmp((a), (b)) == 0)
 /* Like streq(), and NULL equals only NULL. */
 #define streq_ptr(a, b) ({ const char *_a = (a), *_b = (b); _a && _b ? streq(_a, _b) : _a == _b; })

@@ -1,7 +1,9 @@
 /* Pure helpers shared by daemon, client and tests: names, sizes, small string and fd utilities. */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,6 +68,9 @@ int parse_size(const char *s, uint64_t *ret_bytes) {
         if (!s)
                 return -EINVAL;
 
+        /* Leading zeros do not count against the length limit of the digits. */
+        while (s[0] == '0' && s[1] >= '0' && s[1] <= '9')
+                s++;
         for (p = s; *p >= '0' && *p <= '9'; p++)
                 ;
         n = (size_t) (p - s);
@@ -117,6 +122,60 @@ char *format_size(char *buf, size_t len, uint64_t bytes) {
         else
                 (void) snprintf(buf, len, "%.1f%c", (double) bytes / (double) unit, suffixes[i]);
         return buf;
+}
+
+/* Whether the path component at p (up to the next '/' or the end) is component. */
+static bool path_component_is(const char *p, const char *component) {
+        size_t n = strlen(component);
+
+        return strncmp(p, component, n) == 0 && (p[n] == '/' || p[n] == '\0');
+}
+
+int uri_to_path(const char *uri, char **ret) {
+        _cleanup_(freep) char *path = NULL;
+        const char *p = startswith(uri, "file://");
+        bool decode = p;
+        char *o;
+
+        if (!p) {
+                if (strstr(uri, "://"))
+                        return -EPROTONOSUPPORT;
+                p = uri;
+        }
+        if (p[0] != '/' || strlen(p) >= PATH_MAX)
+                return -EINVAL;
+
+        path = malloc(strlen(p) + 1);
+        if (!path)
+                return -ENOMEM;
+
+        for (o = path; *p; p++) {
+                unsigned v;
+
+                if (!decode || *p != '%') {
+                        *o++ = *p;
+                        continue;
+                }
+                if (!isxdigit((unsigned char) p[1]) || !isxdigit((unsigned char) p[2]) ||
+                    sscanf(p + 1, "%2x", &v) != 1 || v == 0)
+                        return -EINVAL;
+                *o++ = (char) v;
+                p += 2;
+        }
+        *o = '\0';
+
+        /* polkit rules may judge the path: it must name the file plainly, without empty, "." or
+         * ".." components (symbolic links are refused when the source is opened). */
+        for (const char *c = path; c; c = strchr(c + 1, '/'))
+                if (path_component_is(c + 1, "") || path_component_is(c + 1, ".") ||
+                    path_component_is(c + 1, ".."))
+                        return -EINVAL;
+        /* Rules and clients see it as a D-Bus string. */
+        if (!utf8_is_valid(path))
+                return -EINVAL;
+
+        *ret = TAKE_PTR(path);
+        return 0;
 }
 
 int loop_device_parse_number(const char *s) {

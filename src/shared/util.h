@@ -20,6 +20,14 @@ int parse_size(const char *s, uint64_t *ret_bytes);
 #define FORMAT_SIZE_MAX 16
 char *format_size(char *buf, size_t len, uint64_t bytes);
 
+/* Turns a MapURI source into an absolute path: "file:///p%20q" is percent-decoded (every %XX
+ * but %00; the checks below apply to the decoded path), anything else without "://" is taken as
+ * it is. The input must be absolute and shorter than PATH_MAX; the path must be valid UTF-8 and
+ * have no empty, "." or ".." component (so "/" itself and a trailing '/' are refused). Returns 0
+ * and a malloc()ed path in *ret, -EINVAL for a path refused by these rules, -EPROTONOSUPPORT for
+ * any other scheme, or -ENOMEM. */
+int uri_to_path(const char *uri, char **ret);
+
 /* Parses "loopN" or "/dev/loopN" and returns N (>= 0), or -EINVAL. */
 int loop_device_parse_number(const char *s);
 

@@ -77,6 +77,47 @@ static void test_bad_options(void) {
         map_options_done(&o);
 }
 
+static void test_timeout(void) {
+        MapOptions o = MAP_OPTIONS_INIT;
+        OptionValue v;
+        char err[256];
+
+        /* No limit unless asked for. */
+        CHECK_INT_EQ(o.timeout_sec, 0);
+
+        v = (OptionValue) { .u = 2 };
+        CHECK_INT_EQ(map_options_set(&o, "timeout", "u", &v, err, sizeof(err)), 0);
+        CHECK_INT_EQ(o.timeout_sec, 2);
+        v = (OptionValue) { .u = FUSELOOP_TIMEOUT_MAX_SEC };
+        CHECK_INT_EQ(map_options_set(&o, "timeout", "u", &v, err, sizeof(err)), 0);
+        CHECK_INT_EQ(o.timeout_sec, FUSELOOP_TIMEOUT_MAX_SEC);
+        v = (OptionValue) { .u = 0 };
+        CHECK_INT_EQ(map_options_set(&o, "timeout", "u", &v, err, sizeof(err)), 0);
+        CHECK_INT_EQ(o.timeout_sec, 0);
+
+        /* Beyond the maximum: refused, and the value before stays. */
+        v = (OptionValue) { .u = 7 };
+        CHECK_INT_EQ(map_options_set(&o, "timeout", "u", &v, err, sizeof(err)), 0);
+        v = (OptionValue) { .u = FUSELOOP_TIMEOUT_MAX_SEC + 1 };
+        CHECK_INT_EQ(map_options_set(&o, "timeout", "u", &v, err, sizeof(err)), -EINVAL);
+        CHECK(strstr(err, "'timeout' must be at most 3600 seconds") && strstr(err, "3601"),
+              "message '%s'", err);
+        CHECK_INT_EQ(o.timeout_sec, 7);
+        v = (OptionValue) { .u = UINT32_MAX };
+        CHECK_INT_EQ(map_options_set(&o, "timeout", "u", &v, err, sizeof(err)), -EINVAL);
+        CHECK_INT_EQ(o.timeout_sec, 7);
+
+        /* Seconds are a 'u', like sector-size; a 't' is refused, not converted. */
+        CHECK_INT_EQ(set_t(&o, "timeout", 2, err, sizeof(err)), -EINVAL);
+        CHECK(strstr(err, "'timeout' must be of type 'u', not 't'"), "message '%s'", err);
+        v = (OptionValue) { .s = "2" };
+        CHECK_INT_EQ(map_options_set(&o, "timeout", "s", &v, err, sizeof(err)), -EINVAL);
+        CHECK_INT_EQ(o.timeout_sec, 7);
+        CHECK_INT_EQ(map_option_type("timeout"), 'u');
+
+        map_options_done(&o);
+}
+
 static void test_resolve(void) {
         MapOptions o = MAP_OPTIONS_INIT;
         char err[256];
@@ -142,6 +183,7 @@ static void test_unmap_options(void) {
 int main(void) {
         test_known_options();
         test_bad_options();
+        test_timeout();
         test_resolve();
         test_unmap_options();
         return test_summary("test-options");

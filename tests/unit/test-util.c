@@ -1,6 +1,7 @@
-/* Unit tests for the pure helpers in src/shared/util.c: names, sizes, loop device names. */
+/* Unit tests for the pure helpers in src/shared/util.c: names, sizes, MapURI sources, loop device names. */
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -128,12 +129,18 @@ static void test_parse_size(void) {
         SIZE_OK("007", 7);
         SIZE_OK("18446744073709551615", UINT64_MAX);
         SIZE_OK("16777215T", UINT64_C(16777215) << 40);
+        /* Leading zeros do not count against the length limit of the digits. */
+        SIZE_OK("0000000000000000000000000000000000000000000000000001K", UINT64_C(1024));
+        SIZE_OK("00000000000000000000000000000000000000000000000000000", 0);
+        SIZE_OK("000000000000000000000000000000000018446744073709551615", UINT64_MAX);
 
         SIZE_ERR("18446744073709551616", -ERANGE);
         SIZE_ERR("99999999999999999999", -ERANGE);
         SIZE_ERR("16777216T", -ERANGE);                 /* 2^64 */
         SIZE_ERR("17179869184G", -ERANGE);              /* 2^64 */
         SIZE_ERR("18014398509481984K", -ERANGE);        /* 2^64 */
+        SIZE_ERR("0000000000000000000000000000000000018446744073709551616", -ERANGE);
+        SIZE_ERR("1000000000000000000000000000000000000000000000000000", -ERANGE);
 
         SIZE_ERR("", -EINVAL);
         SIZE_ERR(NULL, -EINVAL);
@@ -197,6 +204,102 @@ static void test_format_size(void) {
                 CHECK(v == values[i], "round trip of %" PRIu64 " via \"%s\" gave %" PRIu64,
                       values[i], buf, v);
         }
+}
+
+static void check_uri(const char *uri, int expected_r, const char *expected, int line) {
+        char *path = (char *) "untouched";
+        int r = uri_to_path(uri, &path);
+
+        n_checked++;
+        if (r != expected_r || (r == 0 && strcmp(path, expected) != 0) ||
+            (r < 0 && strcmp(path, "untouched") != 0)) {
+                n_failed++;
+                fprintf(stderr, "%s:%d: uri_to_path(\"%s\") = %d (%s), path \"%s\"; expected %d (%s), path \"%s\"\n",
+                        __FILE__, line, uri, r, strerror(r < 0 ? -r : 0), path, expected_r,
+                        strerror(expected_r < 0 ? -expected_r : 0), expected ? expected : "untouched");
+        }
+        if (r == 0)
+                free(path);
+}
+#define URI_OK(u, p) check_uri((u), 0, (p), __LINE__)
+#define URI_ERR(u, e) check_uri((u), (e), NULL, __LINE__)
+
+static void test_uri_to_path(void) {
+        char long_path[PATH_MAX + 2];
+
+        /* A plain absolute path is taken as it is: no percent-decoding. */
+        URI_OK("/srv/images/disk.img", "/srv/images/disk.img");
+        URI_OK("/a", "/a");
+        URI_OK("/p q", "/p q");
+        URI_OK("/p%20q", "/p%20q");
+        URI_OK("/100%", "/100%");
+        URI_OK("/a/...", "/a/...");
+        URI_OK("/.hidden/..x/x..", "/.hidden/..x/x..");
+        URI_OK("/caf\xc3\xa9", "/caf\xc3\xa9");
+        URI_OK("/a:b", "/a:b");
+
+        /* file:// is percent-decoded, upper and lower case hex. */
+        URI_OK("file:///srv/disk.img", "/srv/disk.img");
+        URI_OK("file:///p%20q", "/p q");
+        URI_OK("file:///%41%62c", "/Abc");
+        URI_OK("file:///a%2fb", "/a/b");
+        URI_OK("file:///caf%C3%A9", "/caf\xc3\xa9");
+        URI_OK("file:///x%25", "/x%");
+        URI_OK("file:///a:b?c#d", "/a:b?c#d");
+
+        /* Other schemes, and anything with "://" that is not file://. */
+        URI_ERR("nbd://host/export", -EPROTONOSUPPORT);
+        URI_ERR("nbd+unix:///export?socket=/s", -EPROTONOSUPPORT);
+        URI_ERR("FILE:///x", -EPROTONOSUPPORT);
+        URI_ERR("/a://b", -EPROTONOSUPPORT);
+        URI_ERR("http://x/y", -EPROTONOSUPPORT);
+
+        /* Not absolute. */
+        URI_ERR("", -EINVAL);
+        URI_ERR("relative/path", -EINVAL);
+        URI_ERR("file://", -EINVAL);
+        URI_ERR("file://host/path", -EINVAL);
+        URI_ERR("file:relative", -EINVAL);
+        URI_ERR("~/x", -EINVAL);
+
+        /* Empty, "." and ".." components, before and after decoding. */
+        URI_ERR("/", -EINVAL);
+        URI_ERR("file:///", -EINVAL);
+        URI_ERR("//x", -EINVAL);
+        URI_ERR("/a//b", -EINVAL);
+        URI_ERR("/a/", -EINVAL);
+        URI_ERR("/.", -EINVAL);
+        URI_ERR("/..", -EINVAL);
+        URI_ERR("/a/./b", -EINVAL);
+        URI_ERR("/a/../b", -EINVAL);
+        URI_ERR("/a/..", -EINVAL);
+        URI_ERR("file:///a/%2e%2e/b", -EINVAL);
+        URI_ERR("file:///a/%2E/b", -EINVAL);
+        URI_ERR("file:///a%2f%2fb", -EINVAL);
+        URI_ERR("file:///a%2f", -EINVAL);
+
+        /* Bad escapes, %00, and bytes that do not decode to UTF-8. */
+        URI_ERR("file:///a%", -EINVAL);
+        URI_ERR("file:///a%4", -EINVAL);
+        URI_ERR("file:///a%4g", -EINVAL);
+        URI_ERR("file:///a%g4", -EINVAL);
+        URI_ERR("file:///a%00b", -EINVAL);
+        URI_ERR("file:///a% 1", -EINVAL);
+        URI_ERR("file:///a%+1", -EINVAL);
+        URI_ERR("file:///a%ff", -EINVAL);
+        URI_ERR("file:///a%c3", -EINVAL);
+        URI_ERR("file:///a%c0%af", -EINVAL);
+        URI_ERR("file:///a%ed%a0%80", -EINVAL);
+        URI_ERR("/a\xff", -EINVAL);
+
+        /* The length limit applies to the input: PATH_MAX - 1 bytes are fine, PATH_MAX not. */
+        memset(long_path, 'a', sizeof(long_path));
+        long_path[0] = '/';
+        long_path[PATH_MAX - 1] = '\0';
+        URI_OK(long_path, long_path);
+        long_path[PATH_MAX - 1] = 'a';
+        long_path[PATH_MAX] = '\0';
+        URI_ERR(long_path, -EINVAL);
 }
 
 static void test_loop_device_parse_number(void) {
@@ -310,6 +413,7 @@ int main(void) {
         test_utf8();
         test_parse_size();
         test_format_size();
+        test_uri_to_path();
         test_loop_device_parse_number();
         test_safe_atou64();
         test_startswith();
