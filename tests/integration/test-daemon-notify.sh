@@ -6,7 +6,8 @@
 # goes (MappingRemoved, reason "shutdown") and STATUS= names the busy mapping and its device as
 # what the daemon waits for; after umount the last STATUS= says everything was removed, the
 # daemon exits 0 and leaves nothing behind. Every message comes from the daemon's own pid
-# (NotifyAccess=main in the unit).
+# (NotifyAccess=main in the unit). Each mapping stores its three fds (FDSTORE=1) and removes them
+# when it goes (FDSTOREREMOVE=1).
 # shellcheck source=../lib/lib.sh
 . "$(dirname "$0")/../lib/lib.sh"
 
@@ -30,9 +31,20 @@ notify_sync() {
                 grep -Eq "^[0-9?]+ X_TEST_BARRIER=$NOTIFY_BARRIERS\$" "$NOTIFY_LOG"
 }
 
-# daemon_messages: the payloads the daemon (pid $DPID) sent, one datagram a line, in order.
-daemon_messages() {
+# all_daemon_messages: the payloads the daemon (pid $DPID) sent, one datagram a line, in order.
+all_daemon_messages() {
         awk -v pid="$DPID" '$1 == pid { print substr($0, length($1) + 2) }' "$NOTIFY_LOG"
+}
+
+# daemon_messages: the same without the fd store's (FDSTORE=1, FDSTOREREMOVE=1: each mapping's
+# fds; the fd store is test-daemon-fdstore's subject, this listener drops the fds).
+daemon_messages() {
+        all_daemon_messages | grep -v '^FDSTORE' || true
+}
+
+# fd_store_messages: the fd store messages, without the disk sequence numbers of the fd names.
+fd_store_messages() {
+        all_daemon_messages | grep '^FDSTORE' | sed -E 's/fuseloop-[0-9]+-/fuseloop-N-/' || true
 }
 
 # other_senders: datagrams that came from anyone but the daemon (our barriers and the
@@ -88,10 +100,10 @@ assert_eq "READY=1"$'\n'"STATUS=Serving 0 mappings." "$(daemon_messages)" "messa
 assert_eq "# READY=1 from $DPID: $FL_BUS owned by $DPID" "$(grep '^# READY=1 ' "$NOTIFY_LOG")" \
         "owner of $FL_BUS when READY=1 arrived"
 
-step "a second instance cannot own the name: it must not report READY=1"
+step "a second instance cannot start (the run directory is locked): it must not report READY=1"
 run_second_daemon
 assert_ne 0 "$SECOND_STATUS" "exit status of a second instance"
-assert_contains "$(cat "$FL_TMP/second.log")" "is owned by another process" "log of the second instance"
+assert_contains "$(cat "$FL_TMP/second.log")" "is fuseloopd running already?" "log of the second instance"
 notify_sync
 assert_eq "" "$(other_senders)" "datagrams from processes other than fuseloopd (pid $DPID; second instance: pid $SECOND_PID)"
 assert_eq 1 "$(count_message READY=1)" "number of READY=1 from fuseloopd"
@@ -109,6 +121,8 @@ assert_eq "READY=1
 STATUS=Serving 0 mappings.
 STATUS=Serving 1 mapping.
 STATUS=Serving 2 mappings." "$(daemon_messages | uniq)" "messages of fuseloopd while mapping (repeats folded)"
+STORED=$(printf 'FDSTORE=1\\nFDNAME=fuseloop-N-%s\n' fuse source record fuse source record)
+assert_eq "$STORED" "$(fd_store_messages)" "fd store messages of the two mappings"
 mount_ro "$DEV" "$FL_TMP/mnt" ext4
 
 step "SIGTERM with $BUSY mounted and $IDLE idle"
@@ -138,6 +152,8 @@ wait_for 20 "fuseloopd to exit after the last user closed $DEV" not_alive "$DPID
 wait_signal 5 "^MappingRemoved $BUSY $(mapping_path "$BUSY") shutdown\$"
 stop_daemon TERM 5
 assert_eq 0 "$FL_DAEMON_STATUS" "exit status of fuseloopd"
+REMOVED=$(printf 'FDSTOREREMOVE=1\\nFDNAME=fuseloop-N-%s\n' fuse source record fuse source record)
+assert_eq "$STORED"$'\n'"$REMOVED" "$(fd_store_messages)" "fd store messages: each mapping's fds stored, then removed"
 notify_sync
 assert_eq "STATUS=All mappings removed, exiting." "$(daemon_messages | tail -n 1)" "last message of fuseloopd"
 assert_eq 1 "$(count_message "STATUS=All mappings removed, exiting.")" "number of final STATUS="

@@ -27,6 +27,11 @@ the time of the call, so nothing is ever bus-activated.
         exists or already-owner, and releases the name again if it got it
   flbus.py fake-polkit                     owns org.freedesktop.PolicyKit1 (on a private test bus),
         prints "READY", then "CALL <member> <sender>" for each call to it and never replies
+  flbus.py fake-systemd JOBFILE            owns org.freedesktop.systemd1 (on a private test bus) and
+        answers what fuseloopd asks on SIGTERM: GetUnitByPID() gives fuseloopd.service, its
+        Job property the job whose JobType is the first line of JOBFILE, read at each call (an
+        empty or missing file: no job). Prints "READY", then "CALL <member> <args>" per call.
+        (systemd cannot run as PID 1 of the test machine; only the job's type matters here.)
   flbus.py monitor                         prints "READY", then one line per signal:
         "MappingAdded NAME PATH DEVICE" / "MappingRemoved NAME PATH REASON"
   flbus.py compare-xml SERVED EXPECTED IFACE...
@@ -322,6 +327,58 @@ def cmd_fake_polkit(args):
     GLib.MainLoop().run()
 
 
+def cmd_fake_systemd(args):
+    """The part of systemd's bus API that tells a stopping service which job is queued."""
+    import dbus
+    import dbus.bus
+    import dbus.mainloop.glib
+    import dbus.service
+    from gi.repository import GLib
+
+    if len(args) != 1:
+        die("usage: fake-systemd JOBFILE")
+    jobfile = args[0]
+    unit_path = "/org/freedesktop/systemd1/unit/fuseloopd_2eservice"
+    job_path = "/org/freedesktop/systemd1/job/4711"
+
+    def job_type():
+        try:
+            with open(jobfile, encoding="utf-8") as f:
+                return f.readline().strip()
+        except FileNotFoundError:
+            return ""
+
+    dbus.mainloop.glib.DBusGMainLoop(set_as_default=True)
+    bus = dbus.SystemBus()
+
+    class Manager(dbus.service.Object):
+        @dbus.service.method("org.freedesktop.systemd1.Manager", in_signature="u", out_signature="o")
+        def GetUnitByPID(self, pid):
+            print(f"CALL GetUnitByPID {pid}", flush=True)
+            return dbus.ObjectPath(unit_path)
+
+    class Props(dbus.service.Object):
+        @dbus.service.method("org.freedesktop.DBus.Properties", in_signature="ss", out_signature="v")
+        def Get(self, iface, prop):
+            print(f"CALL Get {iface} {prop}", flush=True)
+            t = job_type()
+            if iface == "org.freedesktop.systemd1.Unit" and prop == "Job":
+                value = (dbus.UInt32(4711), dbus.ObjectPath(job_path)) if t else (dbus.UInt32(0), dbus.ObjectPath("/"))
+                return dbus.Struct(value, signature="uo", variant_level=1)
+            if iface == "org.freedesktop.systemd1.Job" and prop == "JobType" and t:
+                return dbus.String(t, variant_level=1)
+            raise dbus.exceptions.DBusException("no such property", name="org.freedesktop.DBus.Error.UnknownProperty")
+
+    Manager(bus, "/org/freedesktop/systemd1")
+    Props(bus, unit_path)
+    Props(bus, job_path)
+    r = call(lambda: bus.request_name("org.freedesktop.systemd1", dbus.bus.NAME_FLAG_DO_NOT_QUEUE))
+    if r != dbus.bus.REQUEST_NAME_REPLY_PRIMARY_OWNER:
+        die(f"could not own org.freedesktop.systemd1 (reply {r})")
+    print("READY", flush=True)
+    GLib.MainLoop().run()
+
+
 def cmd_monitor(args):
     import dbus
     import dbus.mainloop.glib
@@ -420,6 +477,7 @@ COMMANDS = {
     "managed-objects": cmd_managed_objects,
     "request-name": cmd_request_name,
     "fake-polkit": cmd_fake_polkit,
+    "fake-systemd": cmd_fake_systemd,
     "monitor": cmd_monitor,
     "compare-xml": cmd_compare_xml,
 }

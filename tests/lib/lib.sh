@@ -1301,3 +1301,50 @@ fl_init() {
 }
 
 fl_init
+
+# ------------------------------------------------------------ fd store --
+
+# The service manager's fd store, played by tests/lib/fdstore.py (see there): with it, a daemon
+# that start_daemon starts gets NOTIFY_SOCKET pointing at the store, and gets back (LISTEN_FDS)
+# every fd kept there, as systemd restarts a service. The store is stopped by the cleanup.
+FL_FDSTORE_DIR=
+FL_FDSTORE_PID=
+
+# fdstore_start: starts the store in $FL_TMP/fdstore and makes start_daemon use it.
+fdstore_start() {
+        FL_FDSTORE_DIR=$FL_TMP/fdstore
+        mkdir -p "$FL_FDSTORE_DIR"
+        "$PYTHON" "$FL_LIB_DIR/fdstore.py" store --state "$FL_FDSTORE_DIR" >>"$FL_TMP/fdstore.log" 2>&1 8>&- &
+        FL_FDSTORE_PID=$!
+        FL_PIDS+=("$FL_FDSTORE_PID")
+        wait_for 5 "the fd store" test -S "$FL_FDSTORE_DIR/control"
+        FL_DAEMON_NOTIFY_SOCKET=$FL_FDSTORE_DIR/notify
+        FL_DAEMON_WRAPPER=("$PYTHON" "$FL_LIB_DIR/fdstore.py" exec --state "$FL_FDSTORE_DIR" --)
+}
+
+# fdstore_names: the names of the fds in the store, one per fd, sorted.
+fdstore_names() { cat "$FL_FDSTORE_DIR/names"; }
+
+# fdstore_count: how many fds the store keeps.
+fdstore_count() { grep -c . "$FL_FDSTORE_DIR/names" || true; }
+fdstore_has() { [ "$(fdstore_count)" -eq "$1" ]; }
+
+# wait_fdstore N: waits (10 s at most) until the store keeps exactly N fds.
+wait_fdstore() { wait_for 10 "$1 fds in the fd store" fdstore_has "$1"; }
+
+# ---------------------------------------------------------------- errfs --
+
+# start_errfs BACKING BAD_OFFSET BAD_LENGTH [STALL_OFFSET STALL_LENGTH GATE]: mounts errfs (a
+# source whose reads fail, or wait while GATE exists, in the given ranges; see tests/lib/errfs.c)
+# on $FL_TMP/errfs, serving BACKING as $FL_TMP/errfs/data; its output goes to $FL_TMP/errfs.log,
+# its pid to $ERRFS. Call it before anything else records a process: listed first, errfs is ended
+# first by the cleanup, failing the reads it holds, before the cleanup waits for their readers.
+start_errfs() {
+        [ -x "${FUSELOOP_ERRFS:-}" ] || skip "no errfs helper (FUSELOOP_ERRFS)"
+        mkdir -p "$FL_TMP/errfs"
+        "$FUSELOOP_ERRFS" "$1" "$2" "$3" "$FL_TMP/errfs" "${@:4}" >"$FL_TMP/errfs.log" 2>&1 8>&- &
+        ERRFS=$!
+        FL_PIDS+=("$ERRFS")
+        FL_MOUNTS+=("$FL_TMP/errfs")
+        wait_for 10 "errfs to be mounted" mountpoint -q "$FL_TMP/errfs"
+}
