@@ -4,19 +4,25 @@
 #   installs the build and test packages, builds and installs fuseloop (so the bus policy and
 #   polkit actions are in place), builds it a second time with AddressSanitizer and
 #   UndefinedBehaviorSanitizer (not installed), starts the system bus, polkitd and udevd if they
-#   do not run (tests/lib/services.sh), runs the unit suite of both builds and then the
-#   integration suite of both builds, stops the services this run started (never those that
-#   already ran), and ends with one line "N passed, N failed[, N skipped]" that counts all four
-#   runs. A test whose output contains a sanitizer report counts as failed even if it passed.
+#   do not run (tests/lib/services.sh), runs the unit suite of both builds (and of the plain
+#   build once more under valgrind) and then the integration suite of both builds, stops the
+#   services this run started (never those that already ran), and ends with one line
+#   "N passed, N failed[, N skipped]" that counts all these runs. A test whose output contains a
+#   sanitizer report counts as failed even if it passed.
 #
 # Environment:
 #   FUSELOOP_BUILD_DIR=DIR   build directory (default: build in the source root)
 #   FUSELOOP_SANITIZE_BUILD_DIR=DIR  build directory of the sanitizer pass (default: DIR-sanitize)
 #   FUSELOOP_SANITIZE=0      skip the sanitizer pass
+#   FUSELOOP_VALGRIND=0      skip the unit suite under valgrind (memcheck)
 #   FUSELOOP_NO_INSTALL=1    never call apt-get (fail if a package is missing)
 #   FUSELOOP_TEST_STRICT=0   let integration tests skip (exit 77) on a missing prerequisite;
 #                            by default this script makes that a failure, since it installed
 #                            and started everything itself
+#   FUSELOOP_FUZZ=0          skip the fuzz stage: a clang build with -Dfuzz=true (default build
+#                            directory DIR-fuzz, or FUSELOOP_FUZZ_BUILD_DIR) whose libFuzzer targets
+#                            (fuzz/) each run FUSELOOP_FUZZ_SECONDS (default 20) seconds, each
+#                            counted as one test; a crash prints the input that caused it
 #
 # One test by hand (after one run of this script, with the services running):
 #   meson test -C build --suite integration test-map-ext4 --print-errorlogs
@@ -37,7 +43,16 @@ PYTHON=/usr/bin/python3
 
 PKGS=(meson ninja-build pkg-config gcc libc6-dev libfuse3-dev fuse3 libsystemd-dev libudev-dev
       liburing-dev libblkid-dev udev systemd dbus polkitd util-linux fdisk e2fsprogs dosfstools
-      squashfs-tools python3 python3-dbus python3-gi gir1.2-glib-2.0)
+      squashfs-tools python3 python3-dbus python3-gi gir1.2-glib-2.0 valgrind
+      clang libclang-rt-14-dev)
+
+# The unit suite of the plain build runs a second time under memcheck: an invalid access, a use
+# of uninitialised memory or a leak (definite, indirect or possible) fails the test (status 99,
+# which meson reports as ERROR).
+# shellcheck disable=SC2054 # the commas belong to valgrind's options
+VALGRIND=(valgrind --tool=memcheck --quiet --error-exitcode=99 --leak-check=full
+          --show-leak-kinds=definite,indirect,possible --errors-for-leak-kinds=definite,indirect,possible
+          --track-origins=yes --num-callers=30)
 
 say() { printf '\n### %s\n' "$*"; }
 
@@ -136,15 +151,22 @@ summary() {
         echo "$line"
 }
 
-# run_suite BUILD SUITE LABEL: runs one suite of one build and adds its results to the totals.
+# run_suite BUILD SUITE LABEL [MESON-TEST-OPTION...]: runs one suite of one build and adds its
+# results to the totals.
 run_suite() {
-        local build=$1 suite=$2 label=$3 rc=0 p f s
+        local build=$1 suite=$2 label=$3 log=testlog-$2 o rc=0 p f s
 
-        say "$suite tests, $label (meson test -C $build --suite $suite)"
-        rm -f "$build/meson-logs/testlog-$suite.json"
+        shift 3
+        # meson names the logs of a run with --wrap=PROGRAM after the program too
+        # (testlog-unit-valgrind), so they do not overwrite those of the run without it.
+        for o; do
+                case $o in --wrap=*) o=${o#--wrap=}; o=${o%% *}; log+=-${o##*/} ;; esac
+        done
+        say "$suite tests, $label (meson test -C $build --suite $suite${*:+ $*})"
+        rm -f "$build/meson-logs/$log.json"
         meson test -C "$build" --suite "$suite" --no-rebuild --print-errorlogs \
-                --logbase "testlog-$suite" || rc=$?
-        read -r p f s <<<"$(count_results "$build" "testlog-$suite")"
+                --logbase "testlog-$suite" "$@" || rc=$?
+        read -r p f s <<<"$(count_results "$build" "$log")"
         if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
                 # meson itself failed (no test ran or the log is missing): count that.
                 echo "meson test -C $build --suite $suite exited with $rc"
@@ -159,6 +181,24 @@ run_suite() {
         FAILED=$((FAILED + f))
         SKIPPED=$((SKIPPED + s))
         [ "$rc" -eq 0 ] && [ "$f" -eq 0 ] || STATUS=1
+}
+
+# run_fuzz: builds the fuzz targets with clang (in BUILD-fuzz or FUSELOOP_FUZZ_BUILD_DIR), runs
+# each for a bounded time (suite 'fuzz', one test per target) and prints how many inputs each ran.
+run_fuzz() {
+        local dir=${FUSELOOP_FUZZ_BUILD_DIR:-$BUILD-fuzz}
+
+        case $dir in /*) ;; *) dir=$SRC/$dir ;; esac
+        export FUSELOOP_FUZZ_SECONDS=${FUSELOOP_FUZZ_SECONDS:-20}
+        say "fuzz build in $dir (clang, -Dfuzz=true; not installed)"
+        if ! CC=clang build "$dir" -Dfuzz=true; then
+                echo "fuzz build failed: counted as one failure"
+                FAILED=$((FAILED + 1))
+                STATUS=1
+                return 0
+        fi
+        run_suite "$dir" fuzz "libFuzzer, ${FUSELOOP_FUZZ_SECONDS} s per target"
+        grep -h '^fuzz-stats:' "$dir/meson-logs/testlog-fuzz.txt" 2>/dev/null || true
 }
 
 # build DIR [MESON-OPTION...]: configures (or reconfigures) and compiles DIR with prefix /usr.
@@ -203,7 +243,10 @@ if [ "${FUSELOOP_SANITIZE:-1}" != 0 ]; then
 fi
 
 run_suite "$BUILD" unit "plain build"
+[ "${FUSELOOP_VALGRIND:-1}" = 0 ] ||
+        run_suite "$BUILD" unit "plain build under valgrind" --wrap="${VALGRIND[*]}" --timeout-multiplier 5
 [ "$SANITIZE" -eq 0 ] || run_suite "$SAN_BUILD" unit "sanitizer build (ASan+UBSan)"
+[ "${FUSELOOP_FUZZ:-1}" = 0 ] || run_fuzz
 
 say "services"
 # services.sh stops only what its "start" started. A state directory of this run's own makes
