@@ -166,8 +166,12 @@ int fd_store_take(StoredMapping **ret) {
 
                 (void) fcntl(fd, F_SETFD, FD_CLOEXEC);
                 if (parse_fd_name(name, &diskseq, &kind) < 0) {
+                        /* Not from this daemon (another version, or put there by hand): out of
+                         * the store, or it would come back at every start. */
                         log_warning("Closing fd %i ('%s') passed by the service manager: not one of ours.", fd, name);
                         (void) close(fd);
+                        if (!isempty(name))
+                                (void) sd_notifyf(false, "FDSTOREREMOVE=1\nFDNAME=%s", name);
                         continue;
                 }
                 for (size_t j = 0; j < n_list && !s; j++)

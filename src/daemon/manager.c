@@ -9,12 +9,12 @@
 #include <systemd/sd-daemon.h>
 
 #include "bus-names.h"
+#include "fd-store.h"
 #include "log.h"
 #include "macro.h"
 #include "manager.h"
 #include "mapping.h"
 #include "polkit.h"
-#include "fd-store.h"
 #include "run-dir.h"
 #include "service-job.h"
 #include "util.h"
