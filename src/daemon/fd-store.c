@@ -22,6 +22,10 @@ static const char *const kind_names[_FD_STORE_KIND_MAX] = {
         [FD_STORE_RECORD] = "record",
 };
 
+const char *fd_store_kind_to_string(FdStoreKind k) {
+        return k >= 0 && k < _FD_STORE_KIND_MAX ? kind_names[k] : NULL;
+}
+
 bool fd_store_available(void) {
         return !isempty(getenv("NOTIFY_SOCKET"));
 }

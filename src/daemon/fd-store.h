@@ -21,6 +21,9 @@ typedef enum FdStoreKind {
         _FD_STORE_KIND_MAX,
 } FdStoreKind;
 
+/* "fuse", "source", "record": also the last part of the fd names. */
+const char *fd_store_kind_to_string(FdStoreKind k);
+
 /* Whether a service manager listens: fds sent are kept (if its unit allows an fd store). */
 bool fd_store_available(void);
 

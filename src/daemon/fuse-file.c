@@ -567,7 +567,8 @@ static int on_fuse_io(sd_event_source *s _unused_, int fd _unused_, uint32_t rev
                         return 0;
                 }
 
-                if (!f->init)
+                /* Only until libfuse has seen INIT: nothing for the read path. */
+                if (!f->initialized)
                         fuse_file_keep_init(f);
                 fuse_session_process_buf(f->session, &f->buf);
         }

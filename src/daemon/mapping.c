@@ -1031,8 +1031,6 @@ void mapping_on_block_event(Mapping *m, const char *action _unused_, dev_t devnu
 /* ------------------------------------------------------------------------------------------ */
 /* Resume after a restart */
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(RestartRecord *, restart_record_done);
-
 /* /dev/fuse is the misc device 10:229. */
 static bool fd_is_fuse_device(int fd) {
         struct stat st;
@@ -1049,8 +1047,8 @@ static int stored_mapping_read_record(Manager *manager, StoredMapping *s, Restar
 
         for (FdStoreKind k = 0; k < _FD_STORE_KIND_MAX; k++)
                 if (s->fds[k] < 0)
-                        return log_error_errno(EBADF, "Stored mapping %" PRIu64 " is incomplete (%s fd missing); cleaning it up.",
-                                               s->diskseq, k == FD_STORE_FUSE ? "FUSE" : k == FD_STORE_SOURCE ? "source" : "record");
+                        return log_error_errno(EBADF, "Stored mapping %" PRIu64 " is incomplete (no %s fd); cleaning it up.",
+                                               s->diskseq, fd_store_kind_to_string(k));
 
         /* Only a sealed memfd is read as a record (a read of anything else could have side
          * effects, such as taking a request off a FUSE connection). */
@@ -1076,8 +1074,7 @@ static int stored_mapping_read_record(Manager *manager, StoredMapping *s, Restar
 }
 
 int mapping_resume(Manager *manager, StoredMapping *s) {
-        _cleanup_(restart_record_donep) RestartRecord *recp = NULL;
-        RestartRecord rec = RESTART_RECORD_INIT;
+        _cleanup_(restart_record_done) RestartRecord rec = RESTART_RECORD_INIT;
         _cleanup_(freep) char *autoclear = NULL;
         LoopDevice loop;
         struct statx stx;
@@ -1085,7 +1082,6 @@ int mapping_resume(Manager *manager, StoredMapping *s) {
         Mapping *m;
         int r;
 
-        recp = &rec;
         r = stored_mapping_read_record(manager, s, &rec);
         if (r < 0)
                 return r;

@@ -143,16 +143,6 @@ static int fail(char *errbuf, size_t errlen, const char *fmt, ...) {
         return -EINVAL;
 }
 
-static int hexval(char c) {
-        if (c >= '0' && c <= '9')
-                return c - '0';
-        if (c >= 'a' && c <= 'f')
-                return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F')
-                return c - 'A' + 10;
-        return -1;
-}
-
 /* Undoes writer_escaped(): a string without NUL bytes. */
 static int unescape(const char *s, size_t n, char **ret) {
         char *o, *p;
@@ -165,11 +155,11 @@ static int unescape(const char *s, size_t n, char **ret) {
                         *p++ = s[i];
                         continue;
                 }
-                if (i + 3 >= n || s[i + 1] != 'x' || hexval(s[i + 2]) < 0 || hexval(s[i + 3]) < 0) {
+                if (i + 3 >= n || s[i + 1] != 'x' || unhexchar(s[i + 2]) < 0 || unhexchar(s[i + 3]) < 0) {
                         free(o);
                         return -EINVAL;
                 }
-                *p = (char) (hexval(s[i + 2]) << 4 | hexval(s[i + 3]));
+                *p = (char) (unhexchar(s[i + 2]) << 4 | unhexchar(s[i + 3]));
                 if (*p == '\0') {
                         free(o);
                         return -EINVAL;
@@ -191,7 +181,7 @@ static int parse_hex(const char *s, size_t n, uint8_t **ret, size_t *ret_size) {
         if (!b)
                 return -ENOMEM;
         for (size_t i = 0; i < n; i += 2) {
-                int hi = hexval(s[i]), lo = hexval(s[i + 1]);
+                int hi = unhexchar(s[i]), lo = unhexchar(s[i + 1]);
 
                 if (hi < 0 || lo < 0) {
                         free(b);

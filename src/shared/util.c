@@ -1,5 +1,4 @@
 /* Pure helpers shared by daemon, client and tests: names, sizes, small string and fd utilities. */
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -124,6 +123,16 @@ char *format_size(char *buf, size_t len, uint64_t bytes) {
         return buf;
 }
 
+int unhexchar(char c) {
+        if (c >= '0' && c <= '9')
+                return c - '0';
+        if (c >= 'a' && c <= 'f')
+                return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F')
+                return c - 'A' + 10;
+        return -1;
+}
+
 /* Whether the path component at p (up to the next '/' or the end) is component. */
 static bool path_component_is(const char *p, const char *component) {
         size_t n = strlen(component);
@@ -150,16 +159,17 @@ int uri_to_path(const char *uri, char **ret) {
                 return -ENOMEM;
 
         for (o = path; *p; p++) {
-                unsigned v;
+                int hi, lo;
 
                 if (!decode || *p != '%') {
                         *o++ = *p;
                         continue;
                 }
-                if (!isxdigit((unsigned char) p[1]) || !isxdigit((unsigned char) p[2]) ||
-                    sscanf(p + 1, "%2x", &v) != 1 || v == 0)
+                hi = unhexchar(p[1]);
+                lo = hi < 0 ? -1 : unhexchar(p[2]);
+                if (lo < 0 || (hi | lo) == 0)
                         return -EINVAL;
-                *o++ = (char) v;
+                *o++ = (char) (hi << 4 | lo);
                 p += 2;
         }
         *o = '\0';

@@ -57,3 +57,6 @@ char *utf8_sanitize(char *s);
 /* The length in bytes of the longest prefix of s (valid UTF-8) that has at most max bytes and
  * does not cut a character in two: for quoting the start of a long input. */
 size_t utf8_prefix_len(const char *s, size_t max);
+
+/* The value of the hexadecimal digit c (either case), or -1. */
+int unhexchar(char c);
