@@ -18,31 +18,6 @@ head -c "$SIZE" /dev/urandom >"$FL_TMP/good.bin"
 start_errfs "$FL_TMP/data.bin" 0 0 "$STALL" 4096 "$GATE"
 start_daemon
 
-# forget_pid PID: PID was reaped; the cleanup must not signal it (the number may be reused).
-forget_pid() {
-        local keep=() p
-
-        for p in "${FL_PIDS[@]}"; do
-                [ "$p" = "$1" ] || keep+=("$p")
-        done
-        FL_PIDS=("${keep[@]}")
-}
-
-prop_is() { [ "$(get_prop "$1" "$2")" = "$3" ]; }
-
-# answers_within MS WHAT COMMAND...: COMMAND must succeed within MS milliseconds (measured from
-# before it starts until it exited); its output is left in $FL_TMP/answer.out.
-answers_within() {
-        local ms=$1 what=$2 start took
-
-        shift 2
-        start=$(now_ms)
-        "$@" >"$FL_TMP/answer.out" 2>&1 || fail "$what failed during the stall: $(cat "$FL_TMP/answer.out")"
-        took=$(($(now_ms) - start))
-        log "$what answered in $took ms during the stall"
-        [ "$took" -le "$ms" ] || fail "$what took $took ms during the stall (at most $ms ms allowed)"
-}
-
 good_sha() { sha256_direct "$GOOD" >"$FL_TMP/good.sha"; }
 expected_stalled_sha() {
         dd if="$FL_TMP/data.bin" bs=4096 skip=$((STALL / 4096)) count=1 status=none | sha256sum | cut -d' ' -f1
@@ -77,12 +52,10 @@ from gi.repository import GLib
 dbus.mainloop.glib.DBusGMainLoop(set_as_default=True)
 bus = dbus.SystemBus()
 
-
 def changed(interface, props, invalidated):
     for k in sorted(props):
         v = props[k]
         print(f"{k}={('true' if v else 'false') if isinstance(v, dbus.Boolean) else v}", flush=True)
-
 
 bus.add_signal_receiver(changed, "PropertiesChanged", "org.freedesktop.DBus.Properties", None, sys.argv[1])
 bus.call_blocking("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "GetId", "", ())

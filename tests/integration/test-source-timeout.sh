@@ -18,18 +18,6 @@ head -c "$SIZE" /dev/urandom >"$FL_TMP/data.bin"
 start_errfs "$FL_TMP/data.bin" 0 0 "$STALL" 4096 "$GATE"
 start_daemon
 
-prop_is() { [ "$(get_prop "$1" "$2")" = "$3" ]; }
-
-# forget_pid PID: PID was reaped; the cleanup must not signal it (the number may be reused).
-forget_pid() {
-        local keep=() p
-
-        for p in "${FL_PIDS[@]}"; do
-                [ "$p" = "$1" ] || keep+=("$p")
-        done
-        FL_PIDS=("${keep[@]}")
-}
-
 # range_sha FILE BYTE BYTES: sha256 of BYTES bytes of FILE from BYTE on (both multiples of 512),
 # read with O_DIRECT from a device.
 range_sha() {
@@ -37,18 +25,6 @@ range_sha() {
 
         [ ! -b "$1" ] || flag=(iflag=direct)
         dd if="$1" "${flag[@]}" bs=512 skip=$(($2 / 512)) count=$(($3 / 512)) status=none | sha256sum | cut -d' ' -f1
-}
-
-# answers_within MS WHAT COMMAND...: COMMAND must succeed within MS milliseconds.
-answers_within() {
-        local ms=$1 what=$2 start took
-
-        shift 2
-        start=$(now_ms)
-        "$@" >"$FL_TMP/answer.out" 2>&1 || fail "$what failed: $(cat "$FL_TMP/answer.out")"
-        took=$(($(now_ms) - start))
-        log "$what answered in $took ms"
-        [ "$took" -le "$ms" ] || fail "$what took $took ms while the source holds reads (at most $ms ms allowed)"
 }
 
 step "a timeout above the maximum, or of the wrong type, is refused"

@@ -208,6 +208,30 @@ wait_for() {
         log "waited $(($(now_ms) - start)) ms for $desc"
 }
 
+# forget_pid PID: PID (recorded in FL_PIDS) was reaped; the cleanup must not signal it (the
+# number may be reused).
+forget_pid() {
+        local keep=() p
+
+        for p in "${FL_PIDS[@]}"; do
+                [ "$p" = "$1" ] || keep+=("$p")
+        done
+        FL_PIDS=("${keep[@]}")
+}
+
+# answers_within MS WHAT COMMAND...: COMMAND must succeed within MS milliseconds (measured from
+# before it starts until it exited); its output is left in $FL_TMP/answer.out.
+answers_within() {
+        local ms=$1 what=$2 start took
+
+        shift 2
+        start=$(now_ms)
+        "$@" >"$FL_TMP/answer.out" 2>&1 || fail "$what failed: $(cat "$FL_TMP/answer.out")"
+        took=$(($(now_ms) - start))
+        log "$what answered in $took ms"
+        [ "$took" -le "$ms" ] || fail "$what took $took ms (at most $ms ms allowed)"
+}
+
 alive() { [ -e "/proc/$1" ] && [ "$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null)" != Z ]; }
 not_alive() { ! alive "$1"; }
 
@@ -523,6 +547,9 @@ drop_caches() {
         sync
         echo 3 >/proc/sys/vm/drop_caches
 }
+
+# prop_is NAME PROPERTY VALUE: the mapping's property has that value (get_prop's notation).
+prop_is() { [ "$(get_prop "$1" "$2")" = "$3" ]; }
 
 # loop_released DEVICE: the loop device has no backing file any more.
 loop_released() { [ -z "$(backing_file "$1")" ]; }
@@ -932,15 +959,12 @@ EOF
 # file behind) to the private bus, reaps it and takes it off the cleanup's list. The test keeps
 # using its address: clients fail until private_bus_start starts a new bus there.
 private_bus_stop() {
-        local sig=${1:-TERM} pid=$FL_PRIVATE_BUS_PID keep=() p
+        local sig=${1:-TERM} pid=$FL_PRIVATE_BUS_PID
 
         [ -n "$pid" ] || fail "private_bus_stop: no private bus runs"
         kill -"$sig" "$pid"
         wait "$pid" 2>/dev/null || true
-        for p in "${FL_PIDS[@]}"; do
-                [ "$p" = "$pid" ] || keep+=("$p")
-        done
-        FL_PIDS=("${keep[@]}")
+        forget_pid "$pid"
         FL_PRIVATE_BUS_PID=
         log "stopped the private dbus-daemon (pid $pid) with SIG$sig"
 }
