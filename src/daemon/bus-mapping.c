@@ -175,6 +175,39 @@ static int property_get_counter(sd_bus *bus _unused_, const char *path _unused_,
         return sd_bus_message_append(reply, "t", v);
 }
 
+static int property_get_reads_in_flight(sd_bus *bus _unused_, const char *path _unused_,
+                                       const char *interface _unused_, const char *property _unused_,
+                                       sd_bus_message *reply, void *userdata, sd_bus_error *error _unused_) {
+        Mapping *m = userdata;
+
+        return sd_bus_message_append(reply, "u", (uint32_t) (m->fuse ? fuse_file_n_in_flight(m->fuse) : 0));
+}
+
+static int property_get_read_latency(sd_bus *bus _unused_, const char *path _unused_, const char *interface _unused_,
+                                     const char *property, sd_bus_message *reply, void *userdata,
+                                     sd_bus_error *error _unused_) {
+        const Histogram *h = &mapping_stats(userdata)->read_latency_usec;
+        unsigned per_mille;
+
+        if (streq(property, "ReadLatencyP50USec"))
+                per_mille = 500;
+        else if (streq(property, "ReadLatencyP90USec"))
+                per_mille = 900;
+        else if (streq(property, "ReadLatencyP99USec"))
+                per_mille = 990;
+        else
+                per_mille = 1000;
+        return sd_bus_message_append(reply, "t", histogram_percentile(h, per_mille));
+}
+
+static int property_get_cache_hit_ratio(sd_bus *bus _unused_, const char *path _unused_,
+                                        const char *interface _unused_, const char *property _unused_,
+                                        sd_bus_message *reply, void *userdata, sd_bus_error *error _unused_) {
+        Mapping *m = userdata;
+
+        return sd_bus_message_append(reply, "d", mapping_cache_hit_ratio(m));
+}
+
 static int property_get_stalled(sd_bus *bus _unused_, const char *path _unused_, const char *interface _unused_,
                                 const char *property _unused_, sd_bus_message *reply, void *userdata,
                                 sd_bus_error *error _unused_) {
@@ -210,6 +243,12 @@ static const sd_bus_vtable mapping_vtable[] = {
         SD_BUS_PROPERTY("ReadRequests", "t", property_get_counter, 0, 0),
         SD_BUS_PROPERTY("ReadErrors", "t", property_get_counter, 0, 0),
         SD_BUS_PROPERTY("TimedOutReads", "t", property_get_counter, 0, 0),
+        SD_BUS_PROPERTY("ReadsInFlight", "u", property_get_reads_in_flight, 0, 0),
+        SD_BUS_PROPERTY("ReadLatencyP50USec", "t", property_get_read_latency, 0, 0),
+        SD_BUS_PROPERTY("ReadLatencyP90USec", "t", property_get_read_latency, 0, 0),
+        SD_BUS_PROPERTY("ReadLatencyP99USec", "t", property_get_read_latency, 0, 0),
+        SD_BUS_PROPERTY("ReadLatencyMaxUSec", "t", property_get_read_latency, 0, 0),
+        SD_BUS_PROPERTY("CacheHitRatio", "d", property_get_cache_hit_ratio, 0, 0),
         SD_BUS_PROPERTY("Timeout", "u", NULL, offsetof(Mapping, options.timeout_sec),
                         SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("Stalled", "b", property_get_stalled, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),

@@ -259,6 +259,7 @@ static int on_read_timer(sd_event_source *s, uint64_t usec _unused_, void *userd
                 read_list_append(&f->timed_out, rr);
                 f->stats.read_errors++;
                 f->stats.timed_out_reads++;
+                histogram_add(&f->stats.read_latency_usec, now - rr->start_usec);
                 log_debug("Mapping '%s': a read has waited for the source longer than the timeout (%" PRIu64
                           " ms), answering EIO", f->name, f->timeout_usec / 1000);
                 (void) fuse_reply_err(rr->req, EIO);
@@ -284,7 +285,12 @@ static void on_read_done(int result, void *userdata) {
                         log_debug("Mapping '%s': a read completed after its timeout, dropping the data", f->name);
                 read_list_remove(&f->timed_out, rr);
         } else {
+                uint64_t now;
+
                 read_list_remove(&f->waiting, rr);
+                /* The time of this loop iteration, as for the arrival: no system call per read. */
+                if (f->timer && sd_event_now(sd_event_source_get_event(f->timer), CLOCK_MONOTONIC, &now) >= 0)
+                        histogram_add(&f->stats.read_latency_usec, now > rr->start_usec ? now - rr->start_usec : 0);
                 if (result < 0) {
                         f->stats.read_errors++;
                         log_debug_errno(result, "Mapping '%s': source read failed: %m, answering EIO", f->name);

@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <systemd/sd-event.h>
 
+#include "histogram.h"
 #include "source.h"
 
 typedef struct FuseFile FuseFile;
@@ -22,6 +23,9 @@ typedef struct FuseFileStats {
         uint64_t read_requests;
         uint64_t read_errors;      /* reads answered with an error, timed out ones included */
         uint64_t timed_out_reads;  /* reads answered with EIO because they outlived the timeout */
+        /* Microseconds from the loop iteration that took a read to the one that answered it, for
+         * every read given to the source (answered with data or with an error). */
+        Histogram read_latency_usec;
 } FuseFileStats;
 
 /* A session is stalled once its oldest read has waited this long for the source, or the timeout

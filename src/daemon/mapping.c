@@ -68,6 +68,23 @@ const FuseFileStats *mapping_stats(const Mapping *m) {
         return m->fuse ? fuse_file_get_stats(m->fuse) : &none;
 }
 
+double mapping_cache_hit_ratio(const Mapping *m) {
+        const FuseFileStats *st = mapping_stats(m);
+        uint64_t kernel_bytes, served;
+        BlockStat bs;
+
+        if (m->direct_io_effective || !m->loop_attached || block_stat_read_loop(m->loop.nr, &bs) < 0 ||
+            bs.read_sectors <= m->kernel_read_sectors_base)
+                return -1;
+
+        kernel_bytes = (bs.read_sectors - m->kernel_read_sectors_base) * 512;
+        served = st->bytes_read;
+        /* Readahead may fetch more from us than the loop device asked for: no hits then. */
+        if (served >= kernel_bytes)
+                return 0;
+        return 1.0 - (double) served / (double) kernel_bytes;
+}
+
 static void mapping_set_state(Mapping *m, MappingState s) {
         if (m->state == s)
                 return;
@@ -1078,6 +1095,7 @@ int mapping_resume(Manager *manager, StoredMapping *s) {
         _cleanup_(freep) char *autoclear = NULL;
         LoopDevice loop;
         struct statx stx;
+        BlockStat bs;
         char p[128], dev[32];
         Mapping *m;
         int r;
@@ -1109,6 +1127,9 @@ int mapping_resume(Manager *manager, StoredMapping *s) {
         m->loop = loop;
         m->loop_attached = true;
         m->job.run_file_created = true;  /* the file is ours, and so is a mount on it */
+        /* Our counters start from zero again; so does the cache hit ratio. */
+        if (block_stat_read_loop(loop.nr, &bs) >= 0)
+                m->kernel_read_sectors_base = bs.read_sectors;
 
         r = source_fd_new(manager->ring, s->fds[FD_STORE_SOURCE], m->options.offset + m->options.size,
                           m->source_read_async, m->source_description, &m->source);

@@ -67,6 +67,9 @@ struct Mapping {
         FuseFile *fuse;
         LoopDevice loop;
         bool loop_attached;
+        /* The loop device's read sectors when we began counting (a resumed mapping's device has
+         * read before), for mapping_cache_hit_ratio(). */
+        uint64_t kernel_read_sectors_base;
 
         /* Written only by the running job (workers), read by its done callback. */
         struct {
@@ -149,6 +152,11 @@ Mapping *mapping_unref(Mapping *m);
 const char *mapping_device(const Mapping *m, char *buf, size_t len);
 
 const FuseFileStats *mapping_stats(const Mapping *m);
+
+/* The share (0..1) of the bytes the loop device read from its backing file that the kernel's
+ * page cache of the FUSE file answered without asking us; -1 when that means nothing: direct I/O
+ * bypasses that cache, or nothing was read yet. Reads sysfs, never the FUSE file. */
+double mapping_cache_hit_ratio(const Mapping *m);
 
 /* Emits PropertiesChanged for State (published mappings only). */
 void mapping_emit_state(Mapping *m);

@@ -238,6 +238,48 @@ int read_u64_file(const char *path, uint64_t *ret) {
         return safe_atou64(s, ret);
 }
 
+int block_stat_parse(const char *text, BlockStat *ret) {
+        uint64_t v[11];
+        const char *p = text;
+
+        for (size_t i = 0; i < ELEMENTSOF(v); i++) {
+                char *end;
+
+                p += strspn(p, " \t");
+                if (*p < '0' || *p > '9')
+                        return -EINVAL;
+                errno = 0;
+                v[i] = strtoull(p, &end, 10);
+                if (errno != 0)
+                        return -EINVAL;
+                p = end;
+                if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\0')
+                        return -EINVAL;
+        }
+
+        *ret = (BlockStat) {
+                .read_ios = v[0], .read_merges = v[1], .read_sectors = v[2], .read_ticks_ms = v[3],
+                .write_ios = v[4], .write_merges = v[5], .write_sectors = v[6], .write_ticks_ms = v[7],
+                .in_flight = v[8], .io_ticks_ms = v[9], .time_in_queue_ms = v[10],
+        };
+        return 0;
+}
+
+int block_stat_read_loop(int nr, BlockStat *ret) {
+        _cleanup_(freep) char *text = NULL;
+        char path[64];
+        int r;
+
+        if (nr < 0)
+                return -ENOENT;
+        (void) snprintf(path, sizeof(path), "/sys/class/block/loop%i/stat", nr);
+
+        r = read_one_line_file(path, &text);
+        if (r < 0)
+                return r;
+        return block_stat_parse(text, ret);
+}
+
 const char *startswith(const char *s, const char *prefix) {
         size_t n = strlen(prefix);
 

@@ -38,6 +38,21 @@ int read_one_line_file(const char *path, char **ret);
 /* Reads a decimal unsigned number from a sysfs-style file. */
 int read_u64_file(const char *path, uint64_t *ret);
 
+/* The kernel's I/O counters of a block device (Documentation/block/stat.rst); fields the kernel
+ * does not have (older kernels have fewer) are 0. */
+typedef struct BlockStat {
+        uint64_t read_ios, read_merges, read_sectors, read_ticks_ms;
+        uint64_t write_ios, write_merges, write_sectors, write_ticks_ms;
+        uint64_t in_flight, io_ticks_ms, time_in_queue_ms;
+} BlockStat;
+
+/* Parses the text of /sys/block/<dev>/stat: at least the first 11 decimal fields. Returns 0 or
+ * -EINVAL. */
+int block_stat_parse(const char *text, BlockStat *ret);
+
+/* Reads /sys/class/block/loop<nr>/stat. Returns 0, or -errno (-ENOENT: no such device). */
+int block_stat_read_loop(int nr, BlockStat *ret);
+
 /* Parses a decimal unsigned 64-bit number, the whole string. */
 int safe_atou64(const char *s, uint64_t *ret);
 

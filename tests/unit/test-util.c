@@ -383,6 +383,34 @@ static void test_read_files(void) {
         CHECK_INT_EQ(read_one_line_file(path, &s), -ENOENT);
 }
 
+static void test_block_stat_parse(void) {
+        BlockStat st = {};
+
+        /* Linux 6.x: 17 fields, right-aligned in columns. */
+        CHECK_INT_EQ(block_stat_parse("     274        0    12466      101        0        0        0"
+                                      "        0        2       96      101        0        0        0"
+                                      "        0        0        0", &st), 0);
+        CHECK_INT_EQ(st.read_ios, 274);
+        CHECK_INT_EQ(st.read_sectors, 12466);
+        CHECK_INT_EQ(st.read_ticks_ms, 101);
+        CHECK_INT_EQ(st.in_flight, 2);
+        CHECK_INT_EQ(st.io_ticks_ms, 96);
+        CHECK_INT_EQ(st.time_in_queue_ms, 101);
+        /* Exactly the 11 fields of old kernels, with a newline. */
+        CHECK_INT_EQ(block_stat_parse("1 2 3 4 5 6 7 8 9 10 11\n", &st), 0);
+        CHECK_INT_EQ(st.read_merges, 2);
+        CHECK_INT_EQ(st.write_ios, 5);
+        CHECK_INT_EQ(st.write_sectors, 7);
+        CHECK_INT_EQ(st.time_in_queue_ms, 11);
+        CHECK_INT_EQ(block_stat_parse("1 2 3 4 5 6 7 8 9 10", &st), -EINVAL);
+        CHECK_INT_EQ(block_stat_parse("1 2 3 4 5 6 7 8 9 10 x", &st), -EINVAL);
+        CHECK_INT_EQ(block_stat_parse("1 2 3 4 5 6 7 8 9 10 11x", &st), -EINVAL);
+        CHECK_INT_EQ(block_stat_parse("1 2 -3 4 5 6 7 8 9 10 11", &st), -EINVAL);
+        CHECK_INT_EQ(block_stat_parse("99999999999999999999 2 3 4 5 6 7 8 9 10 11", &st), -EINVAL);
+        CHECK_INT_EQ(block_stat_parse("", &st), -EINVAL);
+        CHECK_INT_EQ(block_stat_read_loop(-1, &st), -ENOENT);
+}
+
 static void test_utf8(void) {
         char bad[] = "a\xff""b\xc3", cut[] = "\xe2\x82", ok[] = "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80";
 
@@ -418,6 +446,7 @@ int main(void) {
         test_safe_atou64();
         test_startswith();
         test_read_files();
+        test_block_stat_parse();
 
         return test_summary("test-util");
 }
