@@ -1,46 +1,26 @@
-/* fuseloopctl: the command-line client that maps, unmaps, lists and inspects fuseloopd mappings
- * through the org.proxmox.FuseLoop1 system bus API; it holds no state of its own. */
-#include <dirent.h>
+/* fuseloopctl: the command-line client that maps, unmaps, lists, inspects and follows fuseloopd
+ * mappings through the org.proxmox.FuseLoop1 system bus API; it holds no state of its own. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
-#include <poll.h>
-#include <pwd.h>
+#include <limits.h>
+#include <math.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <systemd/sd-bus.h>
-#include <systemd/sd-login.h>
 
 #include "bus-names.h"
+#include "ctl.h"
 #include "macro.h"
 #include "util.h"
-
-/* Map returns only once udev has processed the device and all its partitions, which can take a
- * while on a busy machine, and polkit may first wait up to two minutes for a password; Unmap may
- * wait for the kernel to release the backing file. */
-#define CALL_TIMEOUT_USEC (UINT64_C(300) * UINT64_C(1000000))
-
-#define EXIT_USAGE 2
-
-/* polkit's text authentication agent: looked up in PATH, then at its usual place. */
-#define POLKIT_AGENT_NAME "pkttyagent"
-#define POLKIT_AGENT_PATH "/usr/bin/pkttyagent"
-/* How long we wait for the agent to register: longer than the 25 s D-Bus timeout of its own
- * registration call, so that normally the agent gives up first. */
-#define POLKIT_AGENT_REGISTER_TIMEOUT_MSEC (30 * 1000)
-
-DEFINE_TRIVIAL_CLEANUP_FUNC(DIR *, closedir)
 
 /* Long-only options; each value is also a bit in arg_given so verbs can reject foreign options. */
 enum {
@@ -52,8 +32,14 @@ enum {
         ARG_DIRECT_IO,
         ARG_BIND,
         ARG_TIMEOUT,
+        ARG_UNTRUSTED,
+        ARG_MOUNT,
+        ARG_PARTITION,
         ARG_LAZY,
         ARG_NO_LEGEND,
+        ARG_JSON,
+        ARG_BYTES,
+        ARG_REMOVED,
         ARG_NO_ASK_PASSWORD,
 };
 #define ARG_BIT(a) (1u << ((a) - ARG_VERSION))
@@ -70,8 +56,14 @@ static const struct option options[] = {
         { "direct-io",       required_argument, NULL, ARG_DIRECT_IO       },
         { "bind",            no_argument,       NULL, ARG_BIND            },
         { "timeout",         required_argument, NULL, ARG_TIMEOUT         },
+        { "untrusted",       no_argument,       NULL, ARG_UNTRUSTED       },
+        { "mount",           required_argument, NULL, ARG_MOUNT           },
+        { "partition",       required_argument, NULL, ARG_PARTITION       },
         { "lazy",            no_argument,       NULL, ARG_LAZY            },
         { "no-legend",       no_argument,       NULL, ARG_NO_LEGEND       },
+        { "json",            optional_argument, NULL, ARG_JSON            },
+        { "bytes",           no_argument,       NULL, ARG_BYTES           },
+        { "removed",         no_argument,       NULL, ARG_REMOVED         },
         { "no-ask-password", no_argument,       NULL, ARG_NO_ASK_PASSWORD },
         {}
 };
@@ -82,229 +74,48 @@ static uint64_t arg_size;
 static uint32_t arg_sector_size;
 static bool arg_direct_io;
 static uint32_t arg_timeout;
-static bool arg_ask_password = true;
+static char *arg_mount;
+static unsigned arg_partition;
+bool arg_ask_password = true;
+JsonMode arg_json = JSON_OFF;
+bool arg_wait_removed;
+uint64_t arg_wait_timeout_usec = UINT64_MAX;
 
-/* Prints one "fuseloopctl: ..." line on stderr, with %m standing for error. Returns -abs(error),
- * or -EINVAL when error is 0, so callers can return it. */
-_printf_(2, 3)
-static int error_errno(int error, const char *fmt, ...) {
-        va_list ap;
-
-        error = error < 0 ? -error : error;
-        errno = error;
-        (void) fputs("fuseloopctl: ", stderr);
-        va_start(ap, fmt);
-        (void) vfprintf(stderr, fmt, ap);
-        va_end(ap);
-        (void) fputc('\n', stderr);
-        return error > 0 ? -error : -EINVAL;
-}
-
-/* Reports a failed bus call on one line. Our API's errors carry a complete message that quotes the
- * bad input, so it stands alone; anything else (standard, errno-mapped or local errors) gets
- * context. A refusal by polkit also says which action the call needs (polkit_action, NULL for
- * calls that need none), because that is what an administrator grants with a polkit rule. */
-_printf_(4, 5)
-static int bus_error_report(const sd_bus_error *error, int r, const char *polkit_action,
-                            const char *fmt, ...) {
-        char context[512], hint[384] = "";
-        va_list ap;
-
-        if (r >= 0)
-                r = -EIO;
-
-        if (sd_bus_error_is_set(error) && error->message &&
-            startswith(error->name, FUSELOOP_ERROR_PREFIX))
-                return error_errno(r, "%s", error->message);
-
-        if (polkit_action &&
-            sd_bus_error_has_name(error, SD_BUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED))
-                (void) snprintf(hint, sizeof(hint), " (polkit action '%s' needs authentication: "
-                                "run this from a terminal without --no-ask-password, or have an "
-                                "administrator allow it with a polkit rule)", polkit_action);
-        else if (polkit_action && sd_bus_error_has_name(error, SD_BUS_ERROR_ACCESS_DENIED))
-                (void) snprintf(hint, sizeof(hint), " (this needs polkit action '%s', which an "
-                                "administrator can allow with a polkit rule)", polkit_action);
-
-        va_start(ap, fmt);
-        (void) vsnprintf(context, sizeof(context), fmt, ap);
-        va_end(ap);
-
-        if (sd_bus_error_is_set(error) && error->message)
-                return error_errno(r, "%s: %s%s", context, error->message, hint);
-        return error_errno(r, "%s: %m%s", context, hint);
-}
-
-static int bus_create_error(int r) {
-        return error_errno(r, "failed to create bus message: %m");
-}
-
-static int bus_parse_error(int r) {
-        return error_errno(r, "failed to parse bus message: %m");
-}
-
-static const char *empty_to_dash(const char *s) {
-        return s && *s ? s : "-";
-}
-
-static const char *yes_no(int b) {
-        return b ? "yes" : "no";
-}
-
-/* Whether polkit may ask for a password on our calls: someone can answer (stdin is a terminal) and
- * --no-ask-password was not given. */
-static bool ask_password(void) {
-        return arg_ask_password && isatty(STDIN_FILENO);
-}
-
-/* Connects to the system bus (DBUS_SYSTEM_BUS_ADDRESS is honoured). When ask_password(), the
- * daemon may let polkit ask for interactive authorization on our calls; otherwise polkit must
- * decide without asking. Returns 0 and the connection, or -errno after reporting it. */
-static int bus_connect(sd_bus **ret) {
-        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
-        int r;
-
-        r = sd_bus_open_system(&bus);
-        if (r < 0)
-                return error_errno(r, "failed to connect to the system bus: %m");
-
-        /* Applies to every method call message created on this connection from now on. */
-        r = sd_bus_set_allow_interactive_authorization(bus, ask_password());
-        if (r < 0)
-                return error_errno(r, "failed to set interactive authorization: %m");
-
-        *ret = TAKE_PTR(bus);
-        return 0;
-}
-
-/* Whether polkitd finds a login session for this process, looked up the way polkitd (with logind)
- * does: the session of the process, else the graphical session of the user who owns it. */
-static bool polkit_session_known(void) {
-        _cleanup_(freep) char *session = NULL, *display = NULL;
-        uid_t uid;
-
-        if (sd_pid_get_session(0, &session) >= 0)
-                return true;
-
-        return sd_pid_get_owner_uid(0, &uid) >= 0 && sd_uid_get_display(uid, &display) >= 0;
-}
-
-/* Waits until the write end of the pipe whose read end is fd is closed or written to, timeout_msec
- * at most. Returns 1 when it was, 0 on timeout, or -errno. */
-static int pipe_wait_hangup(int fd, int timeout_msec) {
-        struct timespec now;
-        int64_t deadline;
-        int r;
-
-        if (clock_gettime(CLOCK_MONOTONIC, &now) < 0)
-                return negative_errno();
-        deadline = (int64_t) now.tv_sec * 1000 + now.tv_nsec / 1000000 + timeout_msec;
-
-        for (;;) {
-                struct pollfd p = { .fd = fd, .events = POLLIN };
-                int64_t left;
-
-                if (clock_gettime(CLOCK_MONOTONIC, &now) < 0)
-                        return negative_errno();
-                left = deadline - ((int64_t) now.tv_sec * 1000 + now.tv_nsec / 1000000);
-                if (left <= 0)
-                        return 0;
-
-                r = poll(&p, 1, (int) left);
-                if (r < 0 && errno == EINTR)
-                        continue;
-                if (r < 0)
-                        return negative_errno();
-                if (r > 0)
-                        return 1;
+/* Formats bytes for people: "16M", or the exact count with --bytes. */
+static const char *format_bytes(char *buf, size_t len, uint64_t bytes) {
+        if (arg_given & ARG_BIT(ARG_BYTES)) {
+                (void) snprintf(buf, len, "%" PRIu64, bytes);
+                return buf;
         }
+        return format_size(buf, len, bytes);
 }
 
-/* Ends the agent that polkit_agent_start() returned (0: none): SIGTERM, on which pkttyagent
- * restores the terminal, SIGCONT in case it was stopped, and waits for its exit. Returns 0. */
-static pid_t polkit_agent_stop(pid_t pid) {
-        if (pid <= 0)
-                return 0;
+/* Formats a duration in microseconds: "850us", "1.2ms", "3.40s", "5min 3s", "2h 10min",
+ * "3d 4h". */
+static const char *format_usec(char *buf, size_t len, uint64_t usec) {
+        uint64_t s = usec / 1000000;
 
-        (void) kill(pid, SIGTERM);
-        (void) kill(pid, SIGCONT);
-        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-                ;
-        return 0;
+        if (usec < 1000)
+                (void) snprintf(buf, len, "%" PRIu64 "us", usec);
+        else if (usec < 1000000)
+                (void) snprintf(buf, len, "%.1fms", (double) usec / 1000.0);
+        else if (s < 60)
+                (void) snprintf(buf, len, "%.2fs", (double) usec / 1000000.0);
+        else if (s < 3600)
+                (void) snprintf(buf, len, "%" PRIu64 "min %" PRIu64 "s", s / 60, s % 60);
+        else if (s < 86400)
+                (void) snprintf(buf, len, "%" PRIu64 "h %" PRIu64 "min", s / 3600, s % 3600 / 60);
+        else
+                (void) snprintf(buf, len, "%" PRIu64 "d %" PRIu64 "h", s / 86400, s % 86400 / 3600);
+        return buf;
 }
 
-static void polkit_agent_stopp(pid_t *pid) {
-        *pid = polkit_agent_stop(*pid);
-}
+static uint64_t now_usec(clockid_t clock) {
+        struct timespec ts;
 
-/* Like systemctl, brings a text authentication agent for the next call that may need polkit
- * authorization, so that on a terminal without a desktop's agent (an ssh login, a console) polkit
- * asks for the password there rather than refusing the call. Only when ask_password(), and not
- * for root, whom the daemon never sends to polkit. Starts pkttyagent for this process and waits
- * until it has registered with polkitd (it closes the --notify-fd then; it exits if it cannot
- * register). A missing or failing agent is no error: a call that needs a password then fails as
- * it would without one. Returns the agent's pid, for polkit_agent_stop(), or 0 if none runs. */
-static pid_t polkit_agent_start(void) {
-        _cleanup_(closep) int rfd = -EBADF, wfd = -EBADF;
-        char notify_fd[16], process[16];
-        char *argv[8];
-        size_t n = 0;
-        pid_t parent, pid;
-        int fds[2], r;
-
-        if (!ask_password() || geteuid() == 0)
+        if (clock_gettime(clock, &ts) < 0)
                 return 0;
-
-        if (pipe2(fds, O_CLOEXEC) < 0) {
-                (void) error_errno(errno, "failed to start the polkit agent: %m, ignoring");
-                return 0;
-        }
-        rfd = fds[0];
-        wfd = fds[1];
-
-        parent = getpid();
-        (void) snprintf(notify_fd, sizeof(notify_fd), "%i", wfd);
-        (void) snprintf(process, sizeof(process), "%i", (int) parent);
-        argv[n++] = (char *) POLKIT_AGENT_NAME;
-        argv[n++] = (char *) "--notify-fd";
-        argv[n++] = notify_fd;
-        argv[n++] = (char *) "--process";
-        argv[n++] = process;
-        /* With --fallback the agent yields to one that our login session has (a desktop's). But
-         * polkitd (122, and upstream up to at least 127) passes over a fallback agent of a process
-         * whose session it cannot tell, as on a machine without logind: there, no session agent
-         * could be found either, so ours must register as the process's only agent. */
-        if (polkit_session_known())
-                argv[n++] = (char *) "--fallback";
-        argv[n] = NULL;
-
-        pid = fork();
-        if (pid < 0) {
-                (void) error_errno(errno, "failed to start the polkit agent: %m, ignoring");
-                return 0;
-        }
-        if (pid == 0) {
-                /* The agent ends with us, whatever ends us; only the notify fd crosses exec. */
-                if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != parent)
-                        _exit(EXIT_FAILURE);
-                if (fcntl(wfd, F_SETFD, 0) < 0)
-                        _exit(EXIT_FAILURE);
-
-                (void) execvp(POLKIT_AGENT_NAME, argv);
-                (void) execv(POLKIT_AGENT_PATH, argv);
-                _exit(EXIT_FAILURE);
-        }
-
-        wfd = safe_close(wfd);
-
-        r = pipe_wait_hangup(rfd, POLKIT_AGENT_REGISTER_TIMEOUT_MSEC);
-        if (r == 0)
-                (void) error_errno(ETIMEDOUT, "the polkit agent did not register within %i s, "
-                                   "ignoring", POLKIT_AGENT_REGISTER_TIMEOUT_MSEC / 1000);
-        else if (r < 0)
-                (void) error_errno(r, "failed to wait for the polkit agent: %m, ignoring");
-
-        return pid;
+        return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
 }
 
 /* Appends the map options the user gave, and only those, as the a{sv} argument of Map. */
@@ -325,7 +136,8 @@ static int append_map_options(sd_bus_message *m) {
                 if (r < 0)
                         return r;
         }
-        if (arg_given & ARG_BIT(ARG_PARTSCAN)) {
+        /* --mount picks a partition, so it needs them. */
+        if (arg_given & (ARG_BIT(ARG_PARTSCAN) | ARG_BIT(ARG_MOUNT))) {
                 r = sd_bus_message_append(m, "{sv}", FUSELOOP_OPT_PARTITION_SCAN, "b", 1);
                 if (r < 0)
                         return r;
@@ -352,6 +164,16 @@ static int append_map_options(sd_bus_message *m) {
                 if (r < 0)
                         return r;
         }
+        if (arg_given & ARG_BIT(ARG_UNTRUSTED)) {
+                r = sd_bus_message_append(m, "{sv}", FUSELOOP_OPT_UNTRUSTED, "b", 1);
+                if (r < 0)
+                        return r;
+        }
+        if (arg_mount) {
+                r = sd_bus_message_append(m, "{sv}", FUSELOOP_OPT_MOUNT_POINT, "s", arg_mount);
+                if (r < 0)
+                        return r;
+        }
 
         return sd_bus_message_close_container(m);
 }
@@ -359,7 +181,7 @@ static int append_map_options(sd_bus_message *m) {
 /* map --bind: the daemon unmaps the mapping when our bus connection closes, so keep it open until
  * SIGINT, SIGTERM or SIGHUP. stdout is closed first, so that a reader of a pipe gets the device
  * and end-of-file at once. */
-static int hold_until_signal(sd_bus *bus) {
+static int hold_until_signal(sd_bus *bus, const char *device) {
         sigset_t mask;
         int sig, fd;
 
@@ -378,9 +200,52 @@ static int hold_until_signal(sd_bus *bus) {
         if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0 || sigwait(&mask, &sig) != 0)
                 return error_errno(errno, "failed to wait for a signal: %m");
 
-        /* Closing the connection (on return) is what unmaps. */
+        /* Closing the connection (on return) is what unmaps; a mount of ours would keep the device
+         * busy, so it goes first. */
         (void) bus;
+        if (arg_mount && unmount_mapping(device, arg_mount) < 0)
+                return -EBUSY;
         return 0;
+}
+
+/* The partition to mount for map --mount: --partition N, else the first one, else the disk. */
+static int mount_target(const char *device, char **ret) {
+        _cleanup_(strv_freep) char **parts = NULL;
+        char *s;
+        int n;
+
+        n = device_partitions(device, &parts);
+        if (n < 0)
+                return error_errno(n, "failed to list the partitions of '%s': %m", device);
+
+        if (arg_partition > 0) {
+                if (asprintf(&s, "%sp%u", device, arg_partition) < 0)
+                        return error_errno(ENOMEM, "out of memory");
+                for (int i = 0; i < n; i++)
+                        if (streq(parts[i], s)) {
+                                *ret = s;
+                                return 0;
+                        }
+                free(s);
+                return error_errno(ENOENT, "'%s' has no partition %u (it has %i)", device, arg_partition, n);
+        }
+
+        s = strdup(n > 0 ? parts[0] : device);
+        if (!s)
+                return error_errno(ENOMEM, "out of memory");
+        *ret = s;
+        return 0;
+}
+
+/* Takes a mapping that map --mount could not mount down again, so nothing is left behind. */
+static void unmap_after_failure(sd_bus *bus, const char *name) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        int r;
+
+        r = sd_bus_call_method(bus, FUSELOOP_BUS_NAME, FUSELOOP_MANAGER_PATH, FUSELOOP_MANAGER_INTERFACE, "Unmap",
+                               &error, NULL, "sa{sv}", name, 0);
+        if (r < 0)
+                (void) bus_error_report(&error, r, NULL, "failed to unmap '%s' again", name);
 }
 
 /* map NAME SOURCE: opens SOURCE with our own credentials, hands the fd to Map and prints the
@@ -391,6 +256,7 @@ static int verb_map(char **args) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_(closep) int fd = -EBADF;
         _cleanup_(polkit_agent_stopp) pid_t agent = 0;
+        _cleanup_(freep) char *target = NULL;
         const char *name = args[0], *source = args[1], *path, *device;
         int r;
 
@@ -428,25 +294,50 @@ static int verb_map(char **args) {
         if (r < 0)
                 return bus_parse_error(r);
 
+        if (arg_mount) {
+                r = mount_target(device, &target);
+                if (r >= 0)
+                        r = mount_device(target, arg_mount);
+                if (r < 0) {
+                        unmap_after_failure(bus, name);
+                        return r;
+                }
+        }
+
         printf("%s\n", device);
         if (!(arg_given & ARG_BIT(ARG_BIND)))
                 return 0;
 
-        return hold_until_signal(bus);
+        return hold_until_signal(bus, device);
 }
 
-/* unmap NAME|/dev/loopN: the daemon resolves either form. */
+/* unmap NAME|/dev/loopN: the daemon resolves either form. A mount that map --mount made goes
+ * first. */
 static int verb_unmap(char **args) {
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *props = NULL;
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_(polkit_agent_stopp) pid_t agent = 0;
+        _cleanup_(freep) char *name = NULL;
         const char *target = args[0];
+        MappingStatus st;
         int r;
 
         r = bus_connect(&bus);
         if (r < 0)
                 return r;
+
+        r = mapping_resolve(bus, target, &name);
+        if (r < 0)
+                return r;
+        r = mapping_get(bus, name, &props, &st);
+        if (r < 0)
+                return r;
+        if (!isempty(st.mount_point) && !isempty(st.device)) {
+                r = unmount_mapping(st.device, st.mount_point);
+                if (r < 0)
+                        return r;
+        }
 
         r = sd_bus_message_new_method_call(bus, &m, FUSELOOP_BUS_NAME, FUSELOOP_MANAGER_PATH,
                                            FUSELOOP_MANAGER_INTERFACE, "Unmap");
@@ -477,139 +368,14 @@ static int verb_unmap(char **args) {
         return 0;
 }
 
-/* The properties of a mapping object; strings point into the reply they were read from. */
-typedef struct MappingStatus {
-        const char *name, *device, *backing_file, *source, *state;
-        uint64_t size, offset, created_usec, bytes_read, read_requests, read_errors, timed_out_reads;
-        uint32_t sector_size, owner_uid, timeout_sec;
-        int partition_scan, direct_io, stalled;
-} MappingStatus;
-
-static const struct {
-        const char *name;
-        const char *signature;
-        size_t offset;
-} status_properties[] = {
-        { "Name",          "s", offsetof(MappingStatus, name)           },
-        { "Device",        "s", offsetof(MappingStatus, device)         },
-        { "BackingFile",   "s", offsetof(MappingStatus, backing_file)   },
-        { "Size",          "t", offsetof(MappingStatus, size)           },
-        { "Offset",        "t", offsetof(MappingStatus, offset)         },
-        { "SectorSize",    "u", offsetof(MappingStatus, sector_size)    },
-        { "PartitionScan", "b", offsetof(MappingStatus, partition_scan) },
-        { "DirectIO",      "b", offsetof(MappingStatus, direct_io)      },
-        { "Source",        "s", offsetof(MappingStatus, source)         },
-        { "State",         "s", offsetof(MappingStatus, state)          },
-        { "OwnerUID",      "u", offsetof(MappingStatus, owner_uid)      },
-        { "CreatedUSec",   "t", offsetof(MappingStatus, created_usec)   },
-        { "BytesRead",     "t", offsetof(MappingStatus, bytes_read)     },
-        { "ReadRequests",  "t", offsetof(MappingStatus, read_requests)  },
-        { "ReadErrors",    "t", offsetof(MappingStatus, read_errors)    },
-        { "TimedOutReads", "t", offsetof(MappingStatus, timed_out_reads) },
-        { "Timeout",       "u", offsetof(MappingStatus, timeout_sec)    },
-        { "Stalled",       "b", offsetof(MappingStatus, stalled)        },
-};
-
-/* Reads an a{sv} of Mapping properties (a GetAll reply, or one interface of GetManagedObjects) into
- * *st; properties we do not know are skipped. Returns 0 or -errno after reporting it. */
-static int status_parse(sd_bus_message *reply, MappingStatus *st) {
-        int r;
-
-        r = sd_bus_message_enter_container(reply, 'a', "{sv}");
-        if (r < 0)
-                return bus_parse_error(r);
-
-        for (;;) {
-                const char *key;
-                size_t i;
-
-                r = sd_bus_message_enter_container(reply, 'e', "sv");
-                if (r < 0)
-                        return bus_parse_error(r);
-                if (r == 0)
-                        break;
-
-                r = sd_bus_message_read(reply, "s", &key);
-                if (r < 0)
-                        return bus_parse_error(r);
-
-                for (i = 0; i < ELEMENTSOF(status_properties); i++)
-                        if (strcmp(key, status_properties[i].name) == 0)
-                                break;
-
-                if (i >= ELEMENTSOF(status_properties)) {
-                        r = sd_bus_message_skip(reply, "v");
-                        if (r < 0)
-                                return bus_parse_error(r);
-                } else {
-                        r = sd_bus_message_read(reply, "v", status_properties[i].signature,
-                                                (char *) st + status_properties[i].offset);
-                        if (r < 0)
-                                return error_errno(r, "failed to read property '%s' of type "
-                                                   "'%s': %m", key,
-                                                   status_properties[i].signature);
-                }
-
-                r = sd_bus_message_exit_container(reply);
-                if (r < 0)
-                        return bus_parse_error(r);
-        }
-
-        r = sd_bus_message_exit_container(reply);
-        if (r < 0)
-                return bus_parse_error(r);
-
-        return 0;
-}
-
-/* Formats the owner of a mapping: the user name of uid, or the decimal uid when there is no passwd
- * entry. A failed lookup (say, an unreachable directory service) is treated like a missing entry:
- * it must not fail a listing. Returns 1 (a name) or 0 (a number) and a malloc()ed string in
- * *ret, or -ENOMEM. */
-static int owner_format(uid_t uid, char **ret) {
-        _cleanup_(freep) char *buf = NULL;
-        struct passwd pw, *result = NULL;
-        size_t len = 1024;
-        char *s;
-        int r;
-
-        /* getpwuid_r() asks for a bigger buffer with ERANGE; a passwd entry is small, so give up
-         * at 1 MiB. */
-        for (;;) {
-                char *p = realloc(buf, len);
-
-                if (!p)
-                        return -ENOMEM;
-                buf = p;
-
-                r = getpwuid_r(uid, &pw, buf, len, &result);
-                if (r != ERANGE || len >= 1024 * 1024)
-                        break;
-                len *= 2;
-        }
-
-        if (r == 0 && result && !isempty(result->pw_name)) {
-                s = strdup(result->pw_name);
-                if (!s)
-                        return -ENOMEM;
-                *ret = s;
-                return 1;
-        }
-
-        if (asprintf(&s, "%" PRIu32, (uint32_t) uid) < 0)
-                return -ENOMEM;
-        *ret = s;
-        return 0;
-}
-
-/* One line of the list table; the strings other than owner and state point into the reply
- * message. */
+/* One line of the list table; strings of st point into the reply message. */
 typedef struct ListRow {
-        const char *name, *device, *source;
+        const char *path;
+        MappingStatus st;
         char state[64];
-        char size[FORMAT_SIZE_MAX];
-        uint32_t owner_uid;
+        char size[32];
         char *owner;
+        bool owner_named;
 } ListRow;
 
 /* The rows of the list table; the cleanup frees what the rows own. */
@@ -625,8 +391,13 @@ static void list_table_done(ListTable *t) {
         t->n = t->allocated = 0;
 }
 
+static const char *list_row_name(const ListRow *row) {
+        /* Every mapping object has a Name; the path is only a last resort. */
+        return isempty(row->st.name) ? row->path : row->st.name;
+}
+
 static int list_row_compare(const void *a, const void *b) {
-        return strcmp(((const ListRow *) a)->name, ((const ListRow *) b)->name);
+        return strcmp(list_row_name(a), list_row_name(b));
 }
 
 /* Adds the row of one mapping to t. Returns 0 or -errno after reporting it. */
@@ -645,14 +416,8 @@ static int list_table_add(ListTable *t, const char *path, const MappingStatus *s
         }
 
         row = &t->rows[t->n];
-        *row = (ListRow) {
-                /* Every mapping object has a Name; the path is only a last resort. */
-                .name = isempty(st->name) ? path : st->name,
-                .device = empty_to_dash(st->device),
-                .source = empty_to_dash(st->source),
-                .owner_uid = st->owner_uid,
-        };
-        (void) format_size(row->size, sizeof(row->size), st->size);
+        *row = (ListRow) { .path = path, .st = *st };
+        (void) format_bytes(row->size, sizeof(row->size), st->size);
         /* A stalled source is what someone looking at the list needs to see first. States are
          * short words; a longer one from a newer daemon is cut, not overflowed. */
         (void) snprintf(row->state, sizeof(row->state), "%s%s", empty_to_dash(st->state),
@@ -660,82 +425,72 @@ static int list_table_add(ListTable *t, const char *path, const MappingStatus *s
 
         /* Most mappings share a few owners: ask the user database once per uid. */
         for (size_t i = 0; i < t->n; i++)
-                if (t->rows[i].owner_uid == row->owner_uid) {
+                if (t->rows[i].st.owner_uid == st->owner_uid) {
                         row->owner = strdup(t->rows[i].owner);
                         if (!row->owner)
                                 return error_errno(ENOMEM, "out of memory");
+                        row->owner_named = t->rows[i].owner_named;
                         break;
                 }
         if (!row->owner) {
-                r = owner_format(row->owner_uid, &row->owner);
+                r = owner_format(st->owner_uid, &row->owner);
                 if (r < 0)
-                        return error_errno(r, "failed to format the owner of '%s': %m", row->name);
+                        return error_errno(r, "failed to format the owner of '%s': %m", list_row_name(row));
+                row->owner_named = r > 0;
         }
 
         t->n++;
         return 0;
 }
 
-/* Reads the next object of a GetManagedObjects reply (entered at its array): its path and, if it
- * is a mapping, its properties into *st. Returns 0 at the end of the array, 1 for an object that is
- * not a mapping, 2 for a mapping, or -errno after reporting it. */
-static int managed_object_read(sd_bus_message *reply, const char **ret_path, MappingStatus *st) {
-        bool is_mapping = false;
-        int r;
+/* The fields that list --json and status --json share, added to obj. */
+static int json_add_common(json_object *obj, const char *path, const MappingStatus *st, const char *owner,
+                           bool owner_named) {
+        int r = 0;
 
-        r = sd_bus_message_enter_container(reply, 'e', "oa{sa{sv}}");
-        if (r <= 0)
-                return r < 0 ? bus_parse_error(r) : 0;
-
-        r = sd_bus_message_read(reply, "o", ret_path);
-        if (r < 0)
-                return bus_parse_error(r);
-
-        r = sd_bus_message_enter_container(reply, 'a', "{sa{sv}}");
-        if (r < 0)
-                return bus_parse_error(r);
-
-        /* Besides ours, sd-bus lists the standard interfaces of each object. */
-        for (;;) {
-                const char *interface;
-
-                r = sd_bus_message_enter_container(reply, 'e', "sa{sv}");
-                if (r < 0)
-                        return bus_parse_error(r);
-                if (r == 0)
-                        break;
-
-                r = sd_bus_message_read(reply, "s", &interface);
-                if (r < 0)
-                        return bus_parse_error(r);
-
-                if (streq(interface, FUSELOOP_MAPPING_INTERFACE)) {
-                        r = status_parse(reply, st);
-                        if (r < 0)
-                                return r;
-                        is_mapping = true;
-                } else {
-                        r = sd_bus_message_skip(reply, "a{sv}");
-                        if (r < 0)
-                                return bus_parse_error(r);
-                }
-
-                r = sd_bus_message_exit_container(reply);
-                if (r < 0)
-                        return bus_parse_error(r);
-        }
-
-        r = sd_bus_message_exit_container(reply);
-        if (r >= 0)
-                r = sd_bus_message_exit_container(reply);
-        if (r < 0)
-                return bus_parse_error(r);
-
-        return is_mapping ? 2 : 1;
+        r = r ?: json_add_string(obj, "name", st->name);
+        r = r ?: json_add_string(obj, "object_path", path);
+        r = r ?: json_add_string(obj, "device", isempty(st->device) ? NULL : st->device);
+        r = r ?: json_add_u64(obj, "size", st->size);
+        r = r ?: json_add_string(obj, "state", st->state);
+        r = r ?: json_add_bool(obj, "stalled", st->stalled);
+        r = r ?: json_add_string(obj, "source", st->source);
+        r = r ?: json_add_u64(obj, "owner_uid", st->owner_uid);
+        r = r ?: json_add_string(obj, "owner", owner_named ? owner : NULL);
+        r = r ?: json_add_u64(obj, "created_usec", st->created_usec);
+        r = r ?: json_add_bool(obj, "untrusted", st->untrusted);
+        r = r ?: json_add_string(obj, "mount_point", isempty(st->mount_point) ? NULL : st->mount_point);
+        return r;
 }
 
-/* list: one aligned line per mapping, sorted by name. The List method has no owner, so all
- * columns come from the mapping objects' properties, fetched in one GetManagedObjects call. */
+static int list_print_json(const ListTable *t) {
+        _cleanup_(json_object_putp) json_object *array = json_object_new_array();
+        int r;
+
+        if (!array)
+                return error_errno(ENOMEM, "out of memory");
+
+        for (size_t i = 0; i < t->n; i++) {
+                json_object *o = json_object_new_object();
+
+                if (!o || json_object_array_add(array, o) < 0) {
+                        json_object_put(o);
+                        return error_errno(ENOMEM, "out of memory");
+                }
+                r = json_add_common(o, t->rows[i].path, &t->rows[i].st, t->rows[i].owner, t->rows[i].owner_named);
+                if (r < 0)
+                        return error_errno(r, "out of memory");
+        }
+
+        r = json_print(TAKE_PTR(array));
+        if (r < 0)
+                return error_errno(r, "out of memory");
+        return 0;
+}
+
+/* list: one aligned line per mapping, sorted by name, or a JSON array. The List method has no
+ * owner, so everything comes from the mapping objects' properties, fetched in one
+ * GetManagedObjects call. */
 static int verb_list(char **args) {
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
@@ -764,7 +519,7 @@ static int verb_list(char **args) {
                 return bus_parse_error(r);
 
         for (;;) {
-                MappingStatus st = {};
+                MappingStatus st = MAPPING_STATUS_INIT;
                 const char *path;
 
                 r = managed_object_read(reply, &path, &st);
@@ -787,9 +542,12 @@ static int verb_list(char **args) {
         if (t.n > 0)
                 qsort(t.rows, t.n, sizeof(ListRow), list_row_compare);
 
+        if (arg_json != JSON_OFF)
+                return list_print_json(&t);
+
         for (size_t i = 0; i < t.n; i++) {
-                wname = MAX(wname, (int) strlen(t.rows[i].name));
-                wdev = MAX(wdev, (int) strlen(t.rows[i].device));
+                wname = MAX(wname, (int) strlen(list_row_name(&t.rows[i])));
+                wdev = MAX(wdev, (int) strlen(empty_to_dash(t.rows[i].st.device)));
                 wsize = MAX(wsize, (int) strlen(t.rows[i].size));
                 wstate = MAX(wstate, (int) strlen(t.rows[i].state));
                 wowner = MAX(wowner, (int) strlen(t.rows[i].owner));
@@ -799,119 +557,148 @@ static int verb_list(char **args) {
                 printf("%-*s  %-*s  %*s  %-*s  %-*s  %s\n", wname, "NAME", wdev, "DEVICE", wsize,
                        "SIZE", wstate, "STATE", wowner, "OWNER", "SOURCE");
         for (size_t i = 0; i < t.n; i++)
-                printf("%-*s  %-*s  %*s  %-*s  %-*s  %s\n", wname, t.rows[i].name, wdev,
-                       t.rows[i].device, wsize, t.rows[i].size, wstate, t.rows[i].state, wowner,
-                       t.rows[i].owner, t.rows[i].source);
+                printf("%-*s  %-*s  %*s  %-*s  %-*s  %s\n", wname, list_row_name(&t.rows[i]), wdev,
+                       empty_to_dash(t.rows[i].st.device), wsize, t.rows[i].size, wstate, t.rows[i].state,
+                       wowner, t.rows[i].owner, empty_to_dash(t.rows[i].st.source));
 
         return 0;
 }
 
-static int uint64_compare(const void *a, const void *b) {
-        uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
+/* The stable name udev gives the device (or a partition): "/dev/fuseloop/NAME", if it exists and
+ * leads to device. */
+static bool stable_name_ok(const char *name, const char *device, char *buf, size_t len) {
+        _cleanup_(freep) char *target = NULL;
 
-        return x < y ? -1 : x > y;
+        if (isempty(name) || isempty(device))
+                return false;
+        (void) snprintf(buf, len, "/dev/fuseloop/%s", name);
+        target = realpath(buf, NULL);
+        return target && streq(target, device);
 }
 
-/* Prints the "Partitions:" line: the loopNpM entries of /sys/class/block/loopN/ in partition
- * order, or "-" when there are none or the device is not known (yet). */
-static int print_partitions(const char *device) {
-        _cleanup_(closedirp) DIR *d = NULL;
-        _cleanup_(freep) uint64_t *parts = NULL;
-        size_t n = 0, allocated = 0;
-        char dir[64], prefix[32];
-        struct dirent *de;
-        int nr;
+static int status_print_json(const char *path, const MappingStatus *st, const char *owner, bool owner_named,
+                             char **parts, const BlockStat *kernel, uint64_t age_usec, const char *link) {
+        _cleanup_(json_object_putp) json_object *obj = json_object_new_object();
+        json_object *a, *stats, *lat, *k;
+        int r = 0;
 
-        nr = loop_device_parse_number(device);
-        if (nr < 0)
-                goto none;
+        if (!obj)
+                return error_errno(ENOMEM, "out of memory");
 
-        (void) snprintf(dir, sizeof(dir), "/sys/class/block/loop%i", nr);
-        (void) snprintf(prefix, sizeof(prefix), "loop%ip", nr);
+        r = r ?: json_add_common(obj, path, st, owner, owner_named);
+        r = r ?: json_add_string(obj, "stable_name", link);
+        r = r ?: json_add_string(obj, "backing_file", st->backing_file);
+        r = r ?: json_add_u64(obj, "offset", st->offset);
+        r = r ?: json_add_u64(obj, "sector_size", st->sector_size);
+        r = r ?: json_add_bool(obj, "partition_scan", st->partition_scan);
+        r = r ?: json_add_bool(obj, "direct_io", st->direct_io);
+        r = r ?: json_add_u64(obj, "timeout_sec", st->timeout_sec);
+        r = r ?: json_add_u64(obj, "age_usec", age_usec);
+        if (r < 0)
+                return error_errno(r, "out of memory");
 
-        d = opendir(dir);
-        if (!d) {
-                if (errno != ENOENT)
-                        (void) error_errno(errno, "failed to open '%s': %m, ignoring", dir);
-                goto none;
-        }
+        a = json_object_new_array();
+        if (!a || json_add(obj, "partitions", a) < 0)
+                return error_errno(ENOMEM, "out of memory");
+        for (char **p = parts; *p; p++) {
+                json_object *s = json_object_new_string(*p);
 
-        /* The kernel bounds the number of partitions of a disk (DISK_MAX_PARTS). */
-        while ((errno = 0, de = readdir(d))) {
-                const char *p = startswith(de->d_name, prefix);
-                uint64_t m;
-
-                if (!p || p[0] == '0' || safe_atou64(p, &m) < 0)
-                        continue;
-
-                if (n >= allocated) {
-                        size_t k = MAX(allocated * 2, (size_t) 16);
-                        uint64_t *q = reallocarray(parts, k, sizeof(uint64_t));
-
-                        if (!q)
-                                return error_errno(ENOMEM, "out of memory");
-                        parts = q;
-                        allocated = k;
+                if (!s || json_object_array_add(a, s) < 0) {
+                        json_object_put(s);
+                        return error_errno(ENOMEM, "out of memory");
                 }
-                parts[n++] = m;
         }
-        if (errno != 0)
-                (void) error_errno(errno, "failed to read '%s': %m, ignoring", dir);
 
-        if (n == 0)
-                goto none;
+        stats = json_object_new_object();
+        if (!stats || json_add(obj, "statistics", stats) < 0)
+                return error_errno(ENOMEM, "out of memory");
+        r = r ?: json_add_u64(stats, "bytes_read", st->bytes_read);
+        r = r ?: json_add_u64(stats, "read_requests", st->read_requests);
+        r = r ?: json_add_u64(stats, "read_errors", st->read_errors);
+        r = r ?: json_add_u64(stats, "timed_out_reads", st->timed_out_reads);
+        r = r ?: json_add_u64(stats, "reads_in_flight", st->reads_in_flight);
+        r = r ?: json_add(stats, "cache_hit_ratio",
+                          st->cache_hit_ratio >= 0 && isfinite(st->cache_hit_ratio) ?
+                          json_object_new_double(st->cache_hit_ratio) : NULL);
+        if (r < 0)
+                return error_errno(r, "out of memory");
+        lat = json_object_new_object();
+        if (!lat || json_add(stats, "read_latency_usec", lat) < 0)
+                return error_errno(ENOMEM, "out of memory");
+        r = r ?: json_add_u64(lat, "p50", st->latency_p50);
+        r = r ?: json_add_u64(lat, "p90", st->latency_p90);
+        r = r ?: json_add_u64(lat, "p99", st->latency_p99);
+        r = r ?: json_add_u64(lat, "max", st->latency_max);
+        if (r < 0)
+                return error_errno(r, "out of memory");
 
-        qsort(parts, n, sizeof(uint64_t), uint64_compare);
+        if (!kernel)
+                r = json_add(obj, "kernel", NULL);
+        else {
+                k = json_object_new_object();
+                if (!k || json_add(obj, "kernel", k) < 0)
+                        return error_errno(ENOMEM, "out of memory");
+                r = r ?: json_add_u64(k, "read_ios", kernel->read_ios);
+                r = r ?: json_add_u64(k, "read_merges", kernel->read_merges);
+                r = r ?: json_add_u64(k, "read_sectors", kernel->read_sectors);
+                r = r ?: json_add_u64(k, "read_bytes", kernel->read_sectors * 512);
+                r = r ?: json_add_u64(k, "read_ticks_ms", kernel->read_ticks_ms);
+                r = r ?: json_add_u64(k, "in_flight", kernel->in_flight);
+                r = r ?: json_add_u64(k, "io_ticks_ms", kernel->io_ticks_ms);
+        }
+        if (r < 0)
+                return error_errno(r, "out of memory");
 
-        printf("Partitions:");
-        for (size_t i = 0; i < n; i++)
-                printf(" /dev/%s%" PRIu64, prefix, parts[i]);
-        printf("\n");
-        return 0;
-
-none:
-        printf("Partitions: -\n");
+        r = json_print(TAKE_PTR(obj));
+        if (r < 0)
+                return error_errno(r, "out of memory");
         return 0;
 }
 
-/* status NAME: all properties of the mapping object as "Key: value" lines. */
+/* status NAME: the mapping's properties, partitions, statistics and the kernel's view of its
+ * device. */
 static int verb_status(char **args) {
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
-        _cleanup_(freep) char *path = NULL, *owner = NULL;
+        _cleanup_(freep) char *owner = NULL, *path = NULL;
+        _cleanup_(strv_freep) char **parts = NULL;
         const char *name = args[0];
-        char size[FORMAT_SIZE_MAX], created[64] = "-";
-        MappingStatus st = {};
-        bool owner_named;
+        char size[32], created[64] = "-", age[32], link[PATH_MAX], b1[32], b2[32], b3[32], b4[32];
+        uint64_t now = now_usec(CLOCK_REALTIME), age_usec = 0;
+        MappingStatus st;
+        BlockStat kernel;
+        bool owner_named, have_kernel, have_link;
         int r;
-
-        r = sd_bus_path_encode(FUSELOOP_MAPPING_PATH_PREFIX, name, &path);
-        if (r < 0)
-                return error_errno(r, "failed to build object path for '%s': %m", name);
 
         r = bus_connect(&bus);
         if (r < 0)
                 return r;
 
-        r = sd_bus_call_method(bus, FUSELOOP_BUS_NAME, path, "org.freedesktop.DBus.Properties",
-                               "GetAll", &error, &reply, "s", FUSELOOP_MAPPING_INTERFACE);
-        if (r < 0) {
-                /* sd-bus answers for paths no mapping object claims. */
-                if (sd_bus_error_has_name(&error, SD_BUS_ERROR_UNKNOWN_OBJECT) ||
-                    sd_bus_error_has_name(&error, SD_BUS_ERROR_UNKNOWN_INTERFACE))
-                        return error_errno(ENOENT, "no mapping named '%s'", name);
-                return bus_error_report(&error, r, NULL, "failed to get status of '%s'", name);
-        }
-
-        r = status_parse(reply, &st);
+        r = mapping_get(bus, name, &reply, &st);
         if (r < 0)
                 return r;
+
+        r = sd_bus_path_encode(FUSELOOP_MAPPING_PATH_PREFIX, name, &path);
+        if (r < 0)
+                return error_errno(r, "failed to build the object path of '%s': %m", name);
 
         r = owner_format(st.owner_uid, &owner);
         if (r < 0)
                 return error_errno(r, "failed to format the owner of '%s': %m", name);
         owner_named = r > 0;
+
+        r = device_partitions(st.device, &parts);
+        if (r < 0)
+                return error_errno(r, "out of memory");
+
+        have_kernel = block_stat_read_loop(loop_device_parse_number(empty_to_dash(st.device)), &kernel) >= 0;
+        have_link = stable_name_ok(st.name, st.device, link, sizeof(link));
+        if (st.created_usec > 0 && now > st.created_usec)
+                age_usec = now - st.created_usec;
+
+        if (arg_json != JSON_OFF)
+                return status_print_json(path, &st, owner, owner_named, parts, have_kernel ? &kernel : NULL,
+                                         age_usec, have_link ? link : NULL);
 
         if (st.created_usec > 0) {
                 time_t t = (time_t) (st.created_usec / UINT64_C(1000000));
@@ -924,8 +711,21 @@ static int verb_status(char **args) {
         }
 
         printf("Name: %s\n", empty_to_dash(st.name));
-        printf("Device: %s\n", empty_to_dash(st.device));
-        printf("Backing file: %s\n", empty_to_dash(st.backing_file));
+        if (have_link)
+                printf("Device: %s (%s)\n", empty_to_dash(st.device), link);
+        else
+                printf("Device: %s\n", empty_to_dash(st.device));
+        printf("Partitions:");
+        for (char **p = parts; *p; p++)
+                printf(" %s", *p);
+        printf("%s\n", parts[0] ? "" : " -");
+        printf("State: %s%s\n", empty_to_dash(st.state), st.stalled ? " (stalled: the source does not answer)" : "");
+        printf("Source: %s\n", empty_to_dash(st.source));
+        if (owner_named)
+                printf("Owner: %s (UID %" PRIu32 ")\n", owner, st.owner_uid);
+        else
+                printf("Owner: UID %" PRIu32 "\n", st.owner_uid);
+        printf("Created: %s (%s ago)\n", created, format_usec(age, sizeof(age), age_usec));
         printf("Size: %s (%" PRIu64 " bytes)\n", format_size(size, sizeof(size), st.size), st.size);
         printf("Offset: %" PRIu64 "\n", st.offset);
         printf("Sector size: %" PRIu32 "\n", st.sector_size);
@@ -935,20 +735,32 @@ static int verb_status(char **args) {
                 printf("Timeout: %" PRIu32 " s\n", st.timeout_sec);
         else
                 printf("Timeout: none\n");
-        printf("Source: %s\n", empty_to_dash(st.source));
-        printf("State: %s\n", empty_to_dash(st.state));
-        printf("Stalled: %s\n", yes_no(st.stalled));
-        if (owner_named)
-                printf("Owner: %s (UID %" PRIu32 ")\n", owner, st.owner_uid);
+        printf("Untrusted: %s\n", yes_no(st.untrusted));
+        if (!isempty(st.mount_point))
+                printf("Mount point: %s\n", st.mount_point);
+        printf("Backing file: %s\n", empty_to_dash(st.backing_file));
+        printf("Bytes read: %s\n", format_bytes(size, sizeof(size), st.bytes_read));
+        printf("Read requests: %" PRIu64 " (%" PRIu32 " in flight)\n", st.read_requests, st.reads_in_flight);
+        printf("Read errors: %" PRIu64 " (%" PRIu64 " timed out)\n", st.read_errors, st.timed_out_reads);
+        if (st.read_requests > 0)
+                printf("Read latency: p50 %s, p90 %s, p99 %s, max %s\n",
+                       format_usec(b1, sizeof(b1), st.latency_p50), format_usec(b2, sizeof(b2), st.latency_p90),
+                       format_usec(b3, sizeof(b3), st.latency_p99), format_usec(b4, sizeof(b4), st.latency_max));
         else
-                printf("Owner: UID %" PRIu32 "\n", st.owner_uid);
-        printf("Created: %s\n", created);
-        printf("Bytes read: %" PRIu64 "\n", st.bytes_read);
-        printf("Read requests: %" PRIu64 "\n", st.read_requests);
-        printf("Read errors: %" PRIu64 "\n", st.read_errors);
-        printf("Timed-out reads: %" PRIu64 "\n", st.timed_out_reads);
-
-        return print_partitions(st.device);
+                printf("Read latency: -\n");
+        if (st.cache_hit_ratio >= 0 && isfinite(st.cache_hit_ratio))
+                printf("Cache hits: %.1f%% of what the loop device read\n", st.cache_hit_ratio * 100.0);
+        else
+                printf("Cache hits: -\n");
+        /* The kernel counts from the creation of loopN, over all its attachments. */
+        if (have_kernel)
+                printf("Kernel: %" PRIu64 " reads, %s read, %" PRIu64 " in flight, %" PRIu64
+                       " ms busy (/sys/block/loop%i/stat, since the device was created)\n", kernel.read_ios,
+                       format_bytes(size, sizeof(size), kernel.read_sectors * 512), kernel.in_flight,
+                       kernel.io_ticks_ms, loop_device_parse_number(st.device));
+        else
+                printf("Kernel: -\n");
+        return 0;
 }
 
 static void help(void) {
@@ -958,10 +770,14 @@ static void help(void) {
                "\n"
                "Commands:\n"
                "  map NAME SOURCE          Map SOURCE (opened by this command), print the device\n"
-               "  unmap NAME|/dev/loopN    Remove a mapping\n"
+               "  unmap NAME|/dev/loopN    Remove a mapping (unmounting what map --mount mounted)\n"
                "  list                     List mappings: name, device, size, state, owner (user\n"
                "                           name, or UID without a passwd entry), source\n"
-               "  status NAME              Show the properties of a mapping\n"
+               "  status NAME              Show a mapping: device, partitions, source, owner, age,\n"
+               "                           read statistics and the kernel's view of the device\n"
+               "  monitor                  Print mappings being added and removed and changes of\n"
+               "                           their state, as they happen, until interrupted\n"
+               "  wait NAME                Wait until mapping NAME is active\n"
                "\n"
                "Options:\n"
                "  -h --help                Show this help\n"
@@ -975,14 +791,25 @@ static void help(void) {
                "                           is unmapped when this command ends (SIGINT/SIGTERM)\n"
                "     --timeout SECS        map: a read that waits longer for SOURCE fails with an\n"
                "                           I/O error (0: wait as long as it takes, the default)\n"
+               "                           wait: give up after SECS seconds (exit code 6)\n"
+               "     --untrusted           map: mark the device so that desktops do not mount it\n"
+               "     --mount DIR           map: mount the first partition (or the device, without\n"
+               "                           partitions) read-only at DIR; implies --partscan\n"
+               "     --partition N         map --mount: mount partition N instead\n"
                "     --lazy                unmap: detach once the last user closes the device\n"
                "     --no-legend           list: omit the header line\n"
+               "     --json[=short|pretty] list, status, monitor: print JSON (short: one line)\n"
+               "     --bytes               list, status: exact byte counts, not 16M\n"
+               "     --removed             wait: wait until NAME is gone instead\n"
                "     --no-ask-password     Do not let polkit ask for a password. Without this\n"
                "                           option, when stdin is a terminal, polkit may ask\n"
                "                           through the desktop's agent or, without one, on the\n"
                "                           terminal (fuseloopctl starts pkttyagent)\n"
                "\n"
                "BYTES takes a K, M, G or T suffix (powers of 1024).\n"
+               "\n"
+               "Exit codes: 0 success, 1 failure, 2 usage error, 3 no such mapping,\n"
+               "4 access denied, 5 busy (device or mount in use), 6 timed out (wait).\n"
                "\n"
                "polkit: map needs " FUSELOOP_POLKIT_MAP ", unmap of another user's\n"
                "mapping needs " FUSELOOP_POLKIT_UNMAP_OTHER ". root needs neither, and\n"
@@ -1029,11 +856,13 @@ static int parse_argv(int argc, char *argv[]) {
                         arg_sector_size = (uint32_t) v;
                         break;
                 case ARG_TIMEOUT:
-                        /* The daemon judges the range; we only check that it fits the 'u'. */
+                        /* For map the daemon judges the range; we only check that it fits the
+                         * 'u'. wait takes the same seconds. */
                         r = safe_atou64(optarg, &v);
                         if (r < 0 || v > UINT32_MAX)
                                 return error_errno(EINVAL, "invalid timeout '%s', expected seconds", optarg);
                         arg_timeout = (uint32_t) v;
+                        arg_wait_timeout_usec = v * UINT64_C(1000000);
                         break;
                 case ARG_DIRECT_IO:
                         if (strcmp(optarg, "on") == 0)
@@ -1044,10 +873,42 @@ static int parse_argv(int argc, char *argv[]) {
                                 return error_errno(EINVAL, "invalid --direct-io value '%s', "
                                                    "expected 'on' or 'off'", optarg);
                         break;
+                case ARG_MOUNT:
+                        /* The daemon records it as given; mount(8) and the unmount later must
+                         * agree on it, so it must name one place. */
+                        if (optarg[0] != '/')
+                                return error_errno(EINVAL, "--mount needs an absolute directory, not '%s'", optarg);
+                        free(arg_mount);
+                        arg_mount = realpath(optarg, NULL);
+                        if (!arg_mount)
+                                return error_errno(errno, "cannot use '%s' as mount point: %m", optarg);
+                        break;
+                case ARG_PARTITION:
+                        r = safe_atou64(optarg, &v);
+                        if (r < 0 || v < 1 || v > 256)
+                                return error_errno(EINVAL, "invalid partition number '%s', expected 1-256", optarg);
+                        arg_partition = (unsigned) v;
+                        break;
+                case ARG_JSON:
+                        if (!optarg || streq(optarg, "short"))
+                                arg_json = JSON_SHORT;
+                        else if (streq(optarg, "pretty"))
+                                arg_json = JSON_PRETTY;
+                        else if (streq(optarg, "off"))
+                                arg_json = JSON_OFF;
+                        else
+                                return error_errno(EINVAL, "invalid --json value '%s', expected 'short' or "
+                                                   "'pretty'", optarg);
+                        break;
                 case ARG_PARTSCAN:
                 case ARG_BIND:
+                case ARG_UNTRUSTED:
                 case ARG_LAZY:
                 case ARG_NO_LEGEND:
+                case ARG_BYTES:
+                        break;
+                case ARG_REMOVED:
+                        arg_wait_removed = true;
                         break;
                 case ARG_NO_ASK_PASSWORD:
                         arg_ask_password = false;
@@ -1064,6 +925,9 @@ static int parse_argv(int argc, char *argv[]) {
                 }
         }
 
+        if ((arg_given & ARG_BIT(ARG_PARTITION)) && !arg_mount)
+                return error_errno(EINVAL, "--partition needs --mount");
+
         return 1;
 }
 
@@ -1074,16 +938,21 @@ static const struct {
         unsigned options;       /* ARG_BIT()s this verb accepts */
         int (*run)(char **args);
 } verbs[] = {
-        { "map",    2, "map [OPTIONS...] NAME SOURCE",
+        { "map",     2, "map [OPTIONS...] NAME SOURCE",
           ARG_BIT(ARG_PARTSCAN) | ARG_BIT(ARG_OFFSET) | ARG_BIT(ARG_SIZE) |
           ARG_BIT(ARG_SECTOR_SIZE) | ARG_BIT(ARG_DIRECT_IO) | ARG_BIT(ARG_BIND) |
-          ARG_BIT(ARG_TIMEOUT), verb_map },
-        { "unmap",  1, "unmap [--lazy] NAME|/dev/loopN", ARG_BIT(ARG_LAZY), verb_unmap },
-        { "list",   0, "list [--no-legend]",             ARG_BIT(ARG_NO_LEGEND), verb_list },
-        { "status", 1, "status NAME",                    0, verb_status },
+          ARG_BIT(ARG_TIMEOUT) | ARG_BIT(ARG_UNTRUSTED) | ARG_BIT(ARG_MOUNT) | ARG_BIT(ARG_PARTITION),
+          verb_map },
+        { "unmap",   1, "unmap [--lazy] NAME|/dev/loopN", ARG_BIT(ARG_LAZY), verb_unmap },
+        { "list",    0, "list [--json[=short|pretty]] [--no-legend] [--bytes]",
+          ARG_BIT(ARG_NO_LEGEND) | ARG_BIT(ARG_JSON) | ARG_BIT(ARG_BYTES), verb_list },
+        { "status",  1, "status [--json[=short|pretty]] [--bytes] NAME",
+          ARG_BIT(ARG_JSON) | ARG_BIT(ARG_BYTES), verb_status },
+        { "monitor", 0, "monitor [--json[=short|pretty]]", ARG_BIT(ARG_JSON), verb_monitor },
+        { "wait",    1, "wait [--removed] [--timeout SECS] NAME",
+          ARG_BIT(ARG_REMOVED) | ARG_BIT(ARG_TIMEOUT), verb_wait },
 };
 
-/* Exit codes: 0 success, 1 failure (one line on stderr), 2 usage error. */
 int main(int argc, char *argv[]) {
         const char *verb;
         unsigned foreign;
@@ -1091,14 +960,18 @@ int main(int argc, char *argv[]) {
         int r;
 
         r = parse_argv(argc, argv);
-        if (r < 0)
+        if (r < 0) {
+                free(arg_mount);
                 return EXIT_USAGE;
+        }
         if (r == 0)
                 goto finish;
 
         if (optind >= argc) {
                 (void) error_errno(EINVAL, "missing command, see --help");
-                return EXIT_USAGE;
+                r = -EINVAL;
+                exit_code_set(EXIT_USAGE);
+                goto finish;
         }
         verb = argv[optind];
 
@@ -1107,14 +980,18 @@ int main(int argc, char *argv[]) {
                         break;
         if (i >= ELEMENTSOF(verbs)) {
                 (void) error_errno(EINVAL, "unknown command '%s', see --help", verb);
-                return EXIT_USAGE;
+                r = -EINVAL;
+                exit_code_set(EXIT_USAGE);
+                goto finish;
         }
 
         if (argc - optind - 1 != verbs[i].args) {
                 (void) error_errno(EINVAL, "%s arguments, usage: fuseloopctl %s",
                                    argc - optind - 1 < verbs[i].args ? "missing" : "too many",
                                    verbs[i].usage);
-                return EXIT_USAGE;
+                r = -EINVAL;
+                exit_code_set(EXIT_USAGE);
+                goto finish;
         }
 
         foreign = arg_given & ~(verbs[i].options | ARG_GLOBAL);
@@ -1125,15 +1002,18 @@ int main(int argc, char *argv[]) {
                                                    o->name, verb);
                                 break;
                         }
-                return EXIT_USAGE;
+                r = -EINVAL;
+                exit_code_set(EXIT_USAGE);
+                goto finish;
         }
 
         r = verbs[i].run(argv + optind + 1);
 
 finish:
+        free(arg_mount);
         /* A device path that never reached the caller is a failure too. */
         if (fflush(stdout) != 0 && r >= 0)
                 r = error_errno(errno, "failed to write output: %m");
 
-        return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+        return r < 0 ? exit_code_get() : EXIT_OK;
 }

@@ -74,10 +74,10 @@ double mapping_cache_hit_ratio(const Mapping *m) {
         BlockStat bs;
 
         if (m->direct_io_effective || !m->loop_attached || block_stat_read_loop(m->loop.nr, &bs) < 0 ||
-            bs.read_sectors <= m->kernel_read_sectors_base)
+            bs.read_sectors <= m->loop.read_sectors_base)
                 return -1;
 
-        kernel_bytes = (bs.read_sectors - m->kernel_read_sectors_base) * 512;
+        kernel_bytes = (bs.read_sectors - m->loop.read_sectors_base) * 512;
         served = st->bytes_read;
         /* Readahead may fetch more from us than the loop device asked for: no hits then. */
         if (served >= kernel_bytes)
@@ -1127,9 +1127,9 @@ int mapping_resume(Manager *manager, StoredMapping *s) {
         m->loop = loop;
         m->loop_attached = true;
         m->job.run_file_created = true;  /* the file is ours, and so is a mount on it */
-        /* Our counters start from zero again; so does the cache hit ratio. */
+        /* Our counters start from zero again, so the cache hit ratio counts from here too. */
         if (block_stat_read_loop(loop.nr, &bs) >= 0)
-                m->kernel_read_sectors_base = bs.read_sectors;
+                m->loop.read_sectors_base = bs.read_sectors;
 
         r = source_fd_new(manager->ring, s->fds[FD_STORE_SOURCE], m->options.offset + m->options.size,
                           m->source_read_async, m->source_description, &m->source);

@@ -67,9 +67,6 @@ struct Mapping {
         FuseFile *fuse;
         LoopDevice loop;
         bool loop_attached;
-        /* The loop device's read sectors when we began counting (a resumed mapping's device has
-         * read before), for mapping_cache_hit_ratio(). */
-        uint64_t kernel_read_sectors_base;
 
         /* Written only by the running job (workers), read by its done callback. */
         struct {

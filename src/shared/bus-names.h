@@ -35,6 +35,8 @@
 #define FUSELOOP_OPT_EXPORT_NAME        "export-name"     /* s */
 #define FUSELOOP_OPT_BIND_TO_CALLER     "bind-to-caller"  /* b */
 #define FUSELOOP_OPT_TIMEOUT            "timeout"         /* u, seconds; 0: none */
+#define FUSELOOP_OPT_UNTRUSTED          "untrusted"       /* b */
+#define FUSELOOP_OPT_MOUNT_POINT        "mount-point"     /* s */
 /* Unmap options. */
 #define FUSELOOP_OPT_LAZY               "lazy"            /* b */
 

@@ -181,7 +181,7 @@ assert_eq 2 "$(agent_starts)" "agents started"
 
 step "a wrong password: AccessDenied, nothing made"
 on_pty wrong "not-$PASSWORD" map wrong "$FL_TMP/data.img"
-assert_eq 1 "$PTY_RC" "status of fuseloopctl map with a wrong password"
+assert_eq 4 "$PTY_RC" "status of fuseloopctl map with a wrong password (4: access denied)"
 assert_contains "$PTY_OUT" "AUTHENTICATING FOR $ACTION" "terminal"
 assert_contains "$PTY_OUT" "AUTHENTICATION FAILED" "terminal"
 # The daemon's AccessDenied message for a refusal (not a challenge).
@@ -193,7 +193,7 @@ assert_eq 3 "$(agent_starts)" "agents started"
 
 step "--no-ask-password on a terminal: no agent, no prompt, InteractiveAuthorizationRequired"
 on_pty noask - --no-ask-password map noask "$FL_TMP/data.img"
-assert_eq 1 "$PTY_RC" "status of fuseloopctl --no-ask-password map"
+assert_eq 4 "$PTY_RC" "status of fuseloopctl --no-ask-password map (4: access denied)"
 assert_contains "$PTY_INFO" "prompts=0" "pty-run.py (--no-ask-password)"
 assert_no_match 'AUTHENTICATING' "$PTY_OUT" "terminal"
 # The daemon's InteractiveAuthorizationRequired message.
@@ -207,7 +207,7 @@ step "stdin not a terminal (stdout and stderr are): no agent, InteractiveAuthori
 PTY_WRAP=(sh -c 'exec "$0" "$@" </dev/null')
 on_pty nostdin - map nostdin "$FL_TMP/data.img"
 PTY_WRAP=()
-assert_eq 1 "$PTY_RC" "status of fuseloopctl map with stdin not a terminal"
+assert_eq 4 "$PTY_RC" "status of fuseloopctl map with stdin not a terminal (4: access denied)"
 assert_contains "$PTY_INFO" "prompts=0" "pty-run.py (stdin not a terminal)"
 assert_contains "$PTY_OUT" "does not allow interactive authorization" "terminal"
 assert_nothing_left nostdin
