@@ -131,6 +131,8 @@ static int on_monitor_signal(sd_bus_message *m, void *userdata, sd_bus_error *re
 static int monitor_snapshot(sd_bus *bus) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        MappingStatus st;
+        const char *path;
         int has_owner = 0, r;
 
         r = sd_bus_call_method(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
@@ -146,29 +148,20 @@ static int monitor_snapshot(sd_bus *bus) {
         if (r < 0 || !has_owner)
                 return r;
 
-        r = sd_bus_call_method(bus, FUSELOOP_BUS_NAME, FUSELOOP_MANAGER_PATH, "org.freedesktop.DBus.ObjectManager",
-                               "GetManagedObjects", &error, &reply, NULL);
+        r = mappings_get(bus, &reply);
         if (r < 0)
-                return bus_error_report(&error, r, NULL, "failed to list mappings");
+                return r;
 
-        r = sd_bus_message_enter_container(reply, 'a', "{oa{sa{sv}}}");
-        if (r < 0)
-                return bus_parse_error(r);
-        for (;;) {
-                MappingStatus st = MAPPING_STATUS_INIT;
-                const char *path;
-
-                r = managed_object_read(reply, &path, &st);
-                if (r <= 0)
+        while ((r = mappings_next(reply, &path, &st)) > 0) {
+                if (isempty(st.name))
+                        continue;
+                r = monitor_print("present", st.name, "device", empty_to_dash(st.device), 0);
+                if (r >= 0)
+                        r = monitor_print("state", st.name, "state", empty_to_dash(st.state), 0);
+                if (r < 0)
                         return r;
-                if (r == 2 && !isempty(st.name)) {
-                        r = monitor_print("present", st.name, "device", empty_to_dash(st.device), 0);
-                        if (r >= 0)
-                                r = monitor_print("state", st.name, "state", empty_to_dash(st.state), 0);
-                        if (r < 0)
-                                return r;
-                }
         }
+        return r;
 }
 
 int verb_monitor(char **args _unused_) {

@@ -387,7 +387,10 @@ int owner_format(uid_t uid, char **ret) {
         return 0;
 }
 
-int managed_object_read(sd_bus_message *reply, const char **ret_path, MappingStatus *st) {
+/* Reads the next object of a GetManagedObjects reply (entered at its array): its path and, if it
+ * is a mapping, its properties into *st. Returns 0 at the end of the array, 1 for an object that is
+ * not a mapping, 2 for a mapping, or -errno after reporting it. */
+static int managed_object_read(sd_bus_message *reply, const char **ret_path, MappingStatus *st) {
         bool is_mapping = false;
         int r;
 
@@ -442,6 +445,37 @@ int managed_object_read(sd_bus_message *reply, const char **ret_path, MappingSta
         return is_mapping ? 2 : 1;
 }
 
+int mappings_get(sd_bus *bus, sd_bus_message **ret) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        int r;
+
+        r = sd_bus_call_method(bus, FUSELOOP_BUS_NAME, FUSELOOP_MANAGER_PATH, "org.freedesktop.DBus.ObjectManager",
+                               "GetManagedObjects", &error, &reply, NULL);
+        if (r < 0)
+                return bus_error_report(&error, r, NULL, "failed to list mappings");
+
+        /* Object path -> interface -> property -> value. The bus bounds the reply's size. */
+        r = sd_bus_message_enter_container(reply, 'a', "{oa{sa{sv}}}");
+        if (r < 0)
+                return bus_parse_error(r);
+
+        *ret = TAKE_PTR(reply);
+        return 0;
+}
+
+int mappings_next(sd_bus_message *reply, const char **ret_path, MappingStatus *st) {
+        int r;
+
+        /* Besides the mappings, sd-bus lists the manager object itself. */
+        do {
+                *st = MAPPING_STATUS_INIT;
+                r = managed_object_read(reply, ret_path, st);
+        } while (r == 1);
+
+        return r < 0 ? r : r == 2;
+}
+
 int mapping_get(sd_bus *bus, const char *name, sd_bus_message **ret_reply, MappingStatus *st) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
@@ -475,7 +509,8 @@ int mapping_get(sd_bus *bus, const char *name, sd_bus_message **ret_reply, Mappi
 
 int mapping_resolve(sd_bus *bus, const char *target, char **ret_name) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        MappingStatus st;
+        const char *path;
         int nr, r;
 
         /* Names never start with '/', devices always do. */
@@ -489,26 +524,12 @@ int mapping_resolve(sd_bus *bus, const char *target, char **ret_name) {
         }
 
         nr = loop_device_parse_number(target);
-        r = sd_bus_call_method(bus, FUSELOOP_BUS_NAME, FUSELOOP_MANAGER_PATH,
-                               "org.freedesktop.DBus.ObjectManager", "GetManagedObjects", &error, &reply, NULL);
+        r = mappings_get(bus, &reply);
         if (r < 0)
-                return bus_error_report(&error, r, NULL, "failed to list mappings");
+                return r;
 
-        r = sd_bus_message_enter_container(reply, 'a', "{oa{sa{sv}}}");
-        if (r < 0)
-                return bus_parse_error(r);
-
-        for (;;) {
-                MappingStatus st = MAPPING_STATUS_INIT;
-                const char *path;
-
-                r = managed_object_read(reply, &path, &st);
-                if (r < 0)
-                        return r;
-                if (r == 0)
-                        break;
-                if (r == 2 && nr >= 0 && loop_device_parse_number(empty_to_dash(st.device)) == nr &&
-                    !isempty(st.name)) {
+        while ((r = mappings_next(reply, &path, &st)) > 0)
+                if (nr >= 0 && loop_device_parse_number(empty_to_dash(st.device)) == nr && !isempty(st.name)) {
                         char *s = strdup(st.name);
 
                         if (!s)
@@ -516,7 +537,8 @@ int mapping_resolve(sd_bus *bus, const char *target, char **ret_name) {
                         *ret_name = s;
                         return 0;
                 }
-        }
+        if (r < 0)
+                return r;
 
         exit_code_set(EXIT_NOT_FOUND);
         return error_errno(ENOENT, "no mapping uses '%s'", target);

@@ -91,10 +91,13 @@ int status_parse(sd_bus_message *m, MappingStatus *st);
  * -ENOENT (reported, exit code 3) if there is no such mapping, or another -errno (reported). */
 int mapping_get(sd_bus *bus, const char *name, sd_bus_message **ret_reply, MappingStatus *st);
 
-/* Reads the next object of a GetManagedObjects reply (entered at its array): its path and, if it
- * is a mapping, its properties into *st. Returns 0 at the end of the array, 1 for an object that is
- * not a mapping, 2 for a mapping, or -errno after reporting it. */
-int managed_object_read(sd_bus_message *reply, const char **ret_path, MappingStatus *st);
+/* Calls GetManagedObjects and enters the reply at its array, for mappings_next(). Returns 0 or
+ * -errno after reporting it. */
+int mappings_get(sd_bus *bus, sd_bus_message **ret);
+
+/* Reads the next mapping of a mappings_get() reply: its object path and properties (strings point
+ * into the reply). Returns 1, 0 at the end, or -errno after reporting it. */
+int mappings_next(sd_bus_message *reply, const char **ret_path, MappingStatus *st);
 
 /* Finds the mapping whose name or device is target ("/dev/loopN"): the name in *ret_name
  * (malloc()ed). Returns 0, -ENOENT (reported, exit code 3), or -errno (reported). */

@@ -494,8 +494,9 @@ static int list_print_json(const ListTable *t) {
 static int verb_list(char **args) {
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_(list_table_done) ListTable t = {};
+        MappingStatus st;
+        const char *path;
         int wname = strlen("NAME"), wdev = strlen("DEVICE"), wsize = strlen("SIZE");
         int wstate = strlen("STATE"), wowner = strlen("OWNER");
         int r;
@@ -506,38 +507,17 @@ static int verb_list(char **args) {
         if (r < 0)
                 return r;
 
-        r = sd_bus_call_method(bus, FUSELOOP_BUS_NAME, FUSELOOP_MANAGER_PATH,
-                               "org.freedesktop.DBus.ObjectManager", "GetManagedObjects", &error,
-                               &reply, NULL);
+        r = mappings_get(bus, &reply);
         if (r < 0)
-                return bus_error_report(&error, r, NULL, "failed to list mappings");
+                return r;
 
-        /* Object path -> interface -> property -> value. The bus bounds the reply's size, and
-         * with it the table. */
-        r = sd_bus_message_enter_container(reply, 'a', "{oa{sa{sv}}}");
-        if (r < 0)
-                return bus_parse_error(r);
-
-        for (;;) {
-                MappingStatus st = MAPPING_STATUS_INIT;
-                const char *path;
-
-                r = managed_object_read(reply, &path, &st);
-                if (r < 0)
-                        return r;
-                if (r == 0)
-                        break;
-                if (r == 1)
-                        continue;  /* not a mapping */
-
+        while ((r = mappings_next(reply, &path, &st)) > 0) {
                 r = list_table_add(&t, path, &st);
                 if (r < 0)
                         return r;
         }
-
-        r = sd_bus_message_exit_container(reply);
         if (r < 0)
-                return bus_parse_error(r);
+                return r;
 
         if (t.n > 0)
                 qsort(t.rows, t.n, sizeof(ListRow), list_row_compare);
