@@ -699,7 +699,8 @@ static int verb_status(char **args) {
         for (char **p = parts; *p; p++)
                 printf(" %s", *p);
         printf("%s\n", parts[0] ? "" : " -");
-        printf("State: %s%s\n", empty_to_dash(st.state), st.stalled ? " (stalled: the source does not answer)" : "");
+        printf("State: %s\n", empty_to_dash(st.state));
+        printf("Stalled: %s\n", yes_no(st.stalled));
         printf("Source: %s\n", empty_to_dash(st.source));
         if (owner_named)
                 printf("Owner: %s (UID %" PRIu32 ")\n", owner, st.owner_uid);

@@ -5,8 +5,9 @@
 # stalled mapping's own properties each answer within 1 s (measured). The mapping reports
 # Stalled (property, PropertiesChanged, "active (stalled)" in the list, "Stalled: yes" in status)
 # once the read has waited for 5 s; without a timeout the read is never failed. Released, the read
-# completes with the right data, Stalled turns false, nothing was counted as an error, and both
-# mappings unmap cleanly.
+# completes with the right data, Stalled turns false, nothing was counted as an error, the held
+# read shows in ReadsInFlight while held and as ReadLatencyMaxUSec afterwards, and both mappings
+# unmap cleanly.
 # shellcheck source=../lib/lib.sh
 . "$(dirname "$0")/../lib/lib.sh"
 
@@ -97,6 +98,10 @@ assert_eq false "$(get_prop good Stalled)" "Stalled of the other mapping"
 
 step "still stalled, everything else still answers within 1 s"
 check_others_answer
+# The held read is in flight; status says so too.
+[ "$(get_prop stalling ReadsInFlight)" -ge 1 ] || fail "ReadsInFlight is $(get_prop stalling ReadsInFlight) during the stall"
+assert_match '^Read requests: [0-9]+ \([1-9][0-9]* in flight\)$' "$(ctl status stalling | grep '^Read requests:')" \
+        "fuseloopctl status during the stall"
 assert_eq 0 "$(get_prop stalling ReadErrors)" "ReadErrors while stalled without a timeout"
 assert_eq 0 "$(get_prop stalling TimedOutReads)" "TimedOutReads without a timeout"
 
@@ -109,6 +114,11 @@ forget_pid "$DD"
 [ "$DD_STATUS" -eq 0 ] || fail "the read of the stalled range failed (status $DD_STATUS): $(cat "$FL_TMP/dd.err")"
 assert_eq "$(expected_stalled_sha)" "$(sha256_of "$FL_TMP/stalled.bin")" "the data of the stalled range"
 wait_for 5 "Stalled to become false" prop_is stalling Stalled false
+# The held read's latency is the longest, and at least as long as the stall took to report.
+MAX_USEC=$(get_prop stalling ReadLatencyMaxUSec)
+[ "$MAX_USEC" -ge $((TOOK * 1000)) ] || fail "ReadLatencyMaxUSec $MAX_USEC is below the $TOOK ms the read was held"
+[ "$(get_prop stalling ReadLatencyP50USec)" -lt "$MAX_USEC" ] || fail "ReadLatencyP50USec is not below the held read's"
+assert_eq 0 "$(get_prop stalling ReadsInFlight)" "ReadsInFlight after the stall"
 wait_for 5 "a PropertiesChanged signal with Stalled=false" grep -q '^Stalled=false$' "$FL_TMP/changes.out"
 assert_eq 0 "$(get_prop stalling ReadErrors)" "ReadErrors after the stall"
 assert_eq 0 "$(get_prop stalling TimedOutReads)" "TimedOutReads after the stall"
