@@ -205,11 +205,19 @@ int verb_monitor(char **args _unused_) {
         r = sd_bus_attach_event(bus, event, SD_EVENT_PRIORITY_NORMAL);
         if (r < 0)
                 return error_errno(r, "failed to attach the bus to the event loop: %m");
+        /* Without the bus there is nothing more to report: end, and say so. */
+        r = sd_bus_set_exit_on_disconnect(bus, true);
+        if (r < 0)
+                return error_errno(r, "failed to watch the bus connection: %m");
 
         /* Until SIGINT or SIGTERM (their default handlers end the loop), or a failed write. */
         r = sd_event_loop(event);
         if (r == -EPIPE)
                 return 0;
+        /* sd-bus ends the loop with EXIT_FAILURE when the connection goes; our signals end it
+         * with 0. */
+        if (r > 0)
+                return error_errno(ECONNRESET, "lost the connection to the system bus");
         if (r < 0)
                 return error_errno(r, "monitoring failed: %m");
         return 0;
