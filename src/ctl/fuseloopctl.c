@@ -722,7 +722,8 @@ static int verb_status(char **args) {
         printf("Backing file: %s\n", empty_to_dash(st.backing_file));
         printf("Bytes read: %s\n", format_bytes(size, sizeof(size), st.bytes_read));
         printf("Read requests: %" PRIu64 " (%" PRIu32 " in flight)\n", st.read_requests, st.reads_in_flight);
-        printf("Read errors: %" PRIu64 " (%" PRIu64 " timed out)\n", st.read_errors, st.timed_out_reads);
+        printf("Read errors: %" PRIu64 "\n", st.read_errors);
+        printf("Timed-out reads: %" PRIu64 "\n", st.timed_out_reads);
         if (st.read_requests > 0)
                 printf("Read latency: p50 %s, p90 %s, p99 %s, max %s\n",
                        format_usec(b1, sizeof(b1), st.latency_p50), format_usec(b2, sizeof(b2), st.latency_p90),
