@@ -150,6 +150,14 @@ static int property_get_source(sd_bus *bus _unused_, const char *path _unused_, 
         return sd_bus_message_append(reply, "s", m->source_description ?: "");
 }
 
+static int property_get_mount_point(sd_bus *bus _unused_, const char *path _unused_, const char *interface _unused_,
+                                    const char *property _unused_, sd_bus_message *reply, void *userdata,
+                                    sd_bus_error *error _unused_) {
+        Mapping *m = userdata;
+
+        return sd_bus_message_append(reply, "s", m->options.mount_point ?: "");
+}
+
 static int property_get_state(sd_bus *bus _unused_, const char *path _unused_, const char *interface _unused_,
                               const char *property _unused_, sd_bus_message *reply, void *userdata,
                               sd_bus_error *error _unused_) {
@@ -252,6 +260,9 @@ static const sd_bus_vtable mapping_vtable[] = {
         SD_BUS_PROPERTY("Timeout", "u", NULL, offsetof(Mapping, options.timeout_sec),
                         SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("Stalled", "b", property_get_stalled, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Untrusted", "b", property_get_bool, offsetof(Mapping, options.untrusted),
+                        SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("MountPoint", "s", property_get_mount_point, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_METHOD_WITH_ARGS("Unmap", SD_BUS_ARGS("a{sv}", options), SD_BUS_NO_RESULT, method_mapping_unmap,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_VTABLE_END,

@@ -12,6 +12,8 @@
 
 /* export-name is an NBD string; bound its length like the NBD protocol does. */
 #define EXPORT_NAME_MAX 4096
+/* PATH_MAX, without its NUL. */
+#define MOUNT_POINT_MAX 4095
 
 static const struct {
         const char *key;
@@ -26,6 +28,8 @@ static const struct {
         { FUSELOOP_OPT_EXPORT_NAME,    's' },
         { FUSELOOP_OPT_BIND_TO_CALLER, 'b' },
         { FUSELOOP_OPT_TIMEOUT,        'u' },
+        { FUSELOOP_OPT_UNTRUSTED,      'b' },
+        { FUSELOOP_OPT_MOUNT_POINT,    's' },
 };
 
 char map_option_type(const char *key) {
@@ -87,6 +91,24 @@ int map_options_set(MapOptions *o, const char *key, const char *type, const Opti
                 o->direct_io = v->b;
         else if (strcmp(key, FUSELOOP_OPT_BIND_TO_CALLER) == 0)
                 o->bind_to_caller = v->b;
+        else if (strcmp(key, FUSELOOP_OPT_UNTRUSTED) == 0)
+                o->untrusted = v->b;
+        else if (strcmp(key, FUSELOOP_OPT_MOUNT_POINT) == 0) {
+                /* Only recorded, never used by us; but clients unmount what it names, so it must
+                 * name one place plainly. */
+                if (v->s[0] != '/') {
+                        (void) snprintf(errbuf, errlen, "option 'mount-point' must be an absolute path, not '%.64s'",
+                                        v->s);
+                        return -EINVAL;
+                }
+                for (const char *p = v->s; *p; p++)
+                        if ((unsigned char) *p < ' ' || *p == 0x7f) {
+                                (void) snprintf(errbuf, errlen, "option 'mount-point' must not contain control "
+                                                "characters");
+                                return -EINVAL;
+                        }
+                return set_string(&o->mount_point, key, v->s, MOUNT_POINT_MAX, errbuf, errlen);
+        }
         else if (strcmp(key, FUSELOOP_OPT_SECTOR_SIZE) == 0) {
                 if (v->u != 512 && v->u != 1024 && v->u != 2048 && v->u != 4096) {
                         (void) snprintf(errbuf, errlen,
@@ -147,6 +169,7 @@ int map_options_resolve(MapOptions *o, uint64_t source_size, char *errbuf, size_
 void map_options_done(MapOptions *o) {
         o->protocol = mfree(o->protocol);
         o->export_name = mfree(o->export_name);
+        o->mount_point = mfree(o->mount_point);
 }
 
 int unmap_options_set(UnmapOptions *o, const char *key, const char *type, const OptionValue *v,

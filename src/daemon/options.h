@@ -14,6 +14,8 @@ typedef struct MapOptions {
         bool direct_io;
         bool bind_to_caller;
         uint32_t timeout_sec;    /* a read waits at most this long for the source; 0: no limit */
+        bool untrusted;          /* udev marks the device UDISKS_IGNORE=1 */
+        char *mount_point;       /* recorded for clients (fuseloopctl map --mount); NULL: none */
         char *protocol;          /* NULL: "raw" */
         char *export_name;
 } MapOptions;

@@ -115,6 +115,8 @@ int restart_record_format(const RestartRecord *r, char **ret_text, size_t *ret_l
         writer_printf(&w, FUSELOOP_OPT_DIRECT_IO "=%i\n", r->options.direct_io);
         writer_printf(&w, FUSELOOP_OPT_BIND_TO_CALLER "=%i\n", r->options.bind_to_caller);
         writer_printf(&w, FUSELOOP_OPT_TIMEOUT "=%" PRIu32 "\n", r->options.timeout_sec);
+        writer_printf(&w, FUSELOOP_OPT_UNTRUSTED "=%i\n", r->options.untrusted);
+        writer_string(&w, FUSELOOP_OPT_MOUNT_POINT, r->options.mount_point);
         writer_string(&w, FUSELOOP_OPT_PROTOCOL, r->options.protocol);
         writer_string(&w, FUSELOOP_OPT_EXPORT_NAME, r->options.export_name);
         /* Optional lines can go missing without a trace; the end marker cannot. */

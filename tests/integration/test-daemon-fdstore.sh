@@ -25,8 +25,9 @@ start_daemon
 FIRST=$FL_DAEMON_PID
 
 step "map three mappings, mount the ext4 partition"
-DEV=$(ctl_map --partscan gpt "$FL_TMP/gpt.img")
-RAW_DEV=$(busctl_map_uri raw "$FL_TMP/raw.bin")
+DEV=$(ctl_map --partscan --untrusted gpt "$FL_TMP/gpt.img")
+RAW_DEV=$(flbus map-uri raw "$FL_TMP/raw.bin" mount-point=s:/mnt/raw)
+RAW_DEV=${RAW_DEV#* }
 # Bound to a caller that stays connected across the restart (the bus does not restart).
 "$FUSELOOPCTL" map --bind bound "$FL_TMP/raw.bin" >"$FL_TMP/bound.dev" 2>"$FL_TMP/bound.err" &
 BOUND_PID=$!
@@ -86,6 +87,11 @@ wait_fdstore 9
 fdstore_names | grep -q -- "-record$" || fail "no record in the store"
 assert_eq 0 "$(get_prop gpt ReadErrors)" "ReadErrors of gpt"
 check_tree "$FL_TMP/mnt" "$FL_TMP/tree1"
+# Options that only the record carries came back too.
+assert_eq true "$(get_prop gpt Untrusted)" "Untrusted of gpt after the restart"
+assert_eq false "$(get_prop raw Untrusted)" "Untrusted of raw after the restart"
+assert_eq /mnt/raw "$(get_prop raw MountPoint)" "MountPoint of raw after the restart"
+assert_eq "" "$(get_prop gpt MountPoint)" "MountPoint of gpt after the restart"
 
 step "kill -9 in the middle of a long read of the device"
 drop_caches

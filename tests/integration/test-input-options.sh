@@ -1,7 +1,8 @@
 #!/bin/bash
 # test-input-options: bad Map/MapURI options are refused with InvalidOption (offset or size
 # beyond the source, size 0, unknown option, wrong D-Bus type, bad sector size, unknown
-# protocol) and leave nothing behind; borderline valid values work.
+# protocol, a mount point that is relative, too long or has control characters) and leave
+# nothing behind; borderline valid values work.
 # shellcheck source=../lib/lib.sh
 . "$(dirname "$0")/../lib/lib.sh"
 
@@ -36,6 +37,8 @@ bad sector-size=t:512
 bad direct-io=u:1
 bad protocol=b:true
 bad bind-to-caller=s:true
+bad untrusted=s:yes
+bad mount-point=b:true
 
 step "bad values"
 bad sector-size=u:3000
@@ -43,6 +46,13 @@ bad sector-size=u:0
 bad sector-size=u:256
 bad sector-size=u:8192
 bad protocol=s:bogus
+bad mount-point=s:relative/dir
+assert_contains "$ERR_OUT" "must be an absolute path" "InvalidOption message"
+bad mount-point=s:
+bad "mount-point=s:/mnt/a$(printf '\t')b"
+assert_contains "$ERR_OUT" "control characters" "InvalidOption message"
+bad "mount-point=s:/$(head -c 4095 /dev/zero | tr '\0' a)"
+assert_contains "$ERR_OUT" "longer than 4095 bytes" "InvalidOption message"
 
 step "fuseloopctl refuses too"
 expect_failure 'offset|size|invalid|beyond|range' ctl map --offset $((SIZE * 2)) opt-test "$FL_TMP/data.bin"
@@ -64,6 +74,10 @@ assert_eq 4096 "$(get_prop edge SectorSize)" "SectorSize"
 assert_eq "$(tail -c $((SIZE - 4096)) "$FL_TMP/data.bin" | sha256sum)" "$(sha256sum <"$DEV")" "content of $DEV"
 flbus unmap edge
 OUT=$(flbus map-uri edge "$FL_TMP/data.bin" protocol=s:raw partition-scan=b:false)
+flbus unmap edge
+OUT=$(flbus map-uri edge "$FL_TMP/data.bin" untrusted=b:true "mount-point=s:/$(head -c 4094 /dev/zero | tr '\0' a)")
+assert_eq true "$(get_prop edge Untrusted)" "Untrusted"
+assert_eq 4095 "$(get_prop edge MountPoint | tr -d '\n' | wc -c)" "length of MountPoint"
 flbus unmap edge
 assert_nothing_left edge
 assert_nothing_mapped

@@ -44,8 +44,15 @@ static void test_known_options(void) {
         CHECK_INT_EQ(map_options_set(&o, "export-name", "s", &v, err, sizeof(err)), 0);
         CHECK_STR_EQ(o.export_name, "export");
 
+        v = (OptionValue) { .b = 1 };
+        CHECK_INT_EQ(map_options_set(&o, "untrusted", "b", &v, err, sizeof(err)), 0);
+        CHECK(o.untrusted, "%s", "untrusted not set");
+        v = (OptionValue) { .s = "/mnt/with space" };
+        CHECK_INT_EQ(map_options_set(&o, "mount-point", "s", &v, err, sizeof(err)), 0);
+        CHECK_STR_EQ(o.mount_point, "/mnt/with space");
+
         map_options_done(&o);
-        CHECK(!o.protocol && !o.export_name, "%s", "strings not freed");
+        CHECK(!o.protocol && !o.export_name && !o.mount_point, "%s", "strings not freed");
 }
 
 static void test_bad_options(void) {
@@ -58,6 +65,14 @@ static void test_bad_options(void) {
 
         CHECK_INT_EQ(map_options_set(&o, "size", "s", &v, err, sizeof(err)), -EINVAL);
         CHECK(strstr(err, "'size' must be of type 't', not 's'"), "message '%s'", err);
+
+        v = (OptionValue) { .s = "mnt" };
+        CHECK_INT_EQ(map_options_set(&o, "mount-point", "s", &v, err, sizeof(err)), -EINVAL);
+        CHECK(strstr(err, "'mount-point' must be an absolute path, not 'mnt'"), "message '%s'", err);
+        v = (OptionValue) { .s = "/mnt/a\nb" };
+        CHECK_INT_EQ(map_options_set(&o, "mount-point", "s", &v, err, sizeof(err)), -EINVAL);
+        CHECK(strstr(err, "control characters"), "message '%s'", err);
+        CHECK(!o.mount_point, "%s", "a refused mount point was kept");
         CHECK_INT_EQ(map_options_set(&o, "size", "at", &v, err, sizeof(err)), -EINVAL);
         CHECK_INT_EQ(map_options_set(&o, "partition-scan", "u", &v, err, sizeof(err)), -EINVAL);
 

@@ -44,6 +44,8 @@ static void fill(RestartRecord *r, uint8_t *init) {
         r->options.partition_scan = true;
         r->options.bind_to_caller = true;
         r->options.timeout_sec = 30;
+        r->options.untrusted = true;
+        r->options.mount_point = strdup("/mnt/restore here");
         r->caller = strdup(":1.42");
         r->loop_nr = 7;
         r->loop_diskseq = 123;
@@ -77,6 +79,8 @@ static void test_round_trip(void) {
         CHECK(b.options.size_set, "%s", "size_set");
         CHECK_INT_EQ(b.options.sector_size, 4096);
         CHECK_INT_EQ(b.options.timeout_sec, 30);
+        CHECK(b.options.untrusted, "%s", "untrusted");
+        CHECK_STR_EQ(b.options.mount_point, "/mnt/restore here");
         CHECK(b.options.partition_scan && b.options.bind_to_caller && !b.options.direct_io, "%s", "flags");
         CHECK_INT_EQ(b.loop_nr, 7);
         CHECK_INT_EQ(b.loop_diskseq, 123);
@@ -94,9 +98,10 @@ static void test_round_trip(void) {
         a.uri_path = mfree(a.uri_path);
         a.caller = mfree(a.caller);
         a.options.bind_to_caller = false;
+        a.options.mount_point = mfree(a.options.mount_point);
         CHECK_INT_EQ(restart_record_format(&a, &text, &len), 0);
         CHECK_INT_EQ(restart_record_parse(text, len, &b, err, sizeof(err)), 0);
-        CHECK(!b.uri_path && !b.caller, "%s", "optional fields absent");
+        CHECK(!b.uri_path && !b.caller && !b.options.mount_point, "%s", "optional fields absent");
         restart_record_done(&b);
         a.fuse_init = NULL;
         restart_record_done(&a);
