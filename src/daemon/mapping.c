@@ -32,6 +32,7 @@
 #include "macro.h"
 #include "mapping.h"
 #include "restart-record.h"
+#include "run-dir.h"
 #include "util.h"
 
 /* How long udev may take to process a new disk or its partitions before Map fails. */
@@ -329,8 +330,17 @@ static int job_mount(void *userdata) {
 
 static int job_attach(void *userdata) {
         Mapping *m = userdata;
+        int r;
 
-        /* Runs on a worker. */
+        /* Runs on a worker. udev reads the file for the first event of the device, which
+         * LOOP_CONFIGURE causes: it must be there before. */
+        r = run_dir_write_udev_info(m->path, m->name, m->source_description, m->options.untrusted);
+        if (r < 0) {
+                (void) snprintf(m->job.error, sizeof(m->job.error), "cannot write '%s" RUN_DIR_UDEV_SUFFIX "': %s",
+                                m->path, strerror(-r));
+                return r;
+        }
+
         return loop_device_attach(m->path, m->options.sector_size, m->options.direct_io, &m->job.loop,
                                   &m->job.seqnum);
 }
@@ -720,6 +730,7 @@ static void mapping_finish(Mapping *m) {
 
 static int job_unmount(void *userdata) {
         Mapping *m = userdata;
+        int r;
 
         /* Runs on a worker: a lazy unmount of our own FUSE file (it waits for no answer from us:
          * the kernel sends no request to a plain FUSE mount that goes), then its mount point goes.
@@ -733,6 +744,9 @@ static int job_unmount(void *userdata) {
 
         if (umount2(m->path, MNT_DETACH | UMOUNT_NOFOLLOW) < 0 && errno != EINVAL && errno != ENOENT)
                 log_debug_errno(errno, "Failed to unmount '%s': %m", m->path);
+        r = run_dir_remove_udev_info(m->path);
+        if (r < 0)
+                log_debug_errno(r, "Failed to remove '%s" RUN_DIR_UDEV_SUFFIX "': %m", m->path);
         if (unlink(m->path) < 0 && errno != ENOENT)
                 return -errno;
         m->job.run_file_created = false;

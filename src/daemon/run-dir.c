@@ -86,10 +86,14 @@ static void mountinfo_unescape(char *s) {
         *o = '\0';
 }
 
+/* Whether name is the run file of a kept mapping, or its udev file. */
 static bool name_is_kept(const char *name, char *const *keep) {
-        for (; keep && *keep; keep++)
-                if (streq(*keep, name))
+        for (; keep && *keep; keep++) {
+                const char *rest = startswith(name, *keep);
+
+                if (rest && (streq(rest, "") || streq(rest, RUN_DIR_UDEV_SUFFIX)))
                         return true;
+        }
         return false;
 }
 
@@ -183,4 +187,69 @@ int run_dir_cleanup(const char *dir, const LoopDevice *keep_loops, size_t n_keep
         if (count > 0)
                 log_notice("Cleaned up %i leftovers of an earlier instance in '%s'.", count, dir);
         return count;
+}
+
+/* Appends a value for udev's import file: it strips blanks around values and knows no quoting
+ * inside them, so blanks, quotes, backslashes and control bytes are written as \xNN, the way
+ * udev encodes such values itself (ID_FS_LABEL_ENC). */
+static void fput_udev_value(FILE *f, const char *s) {
+        for (const unsigned char *p = (const unsigned char *) s; *p; p++)
+                if (*p <= ' ' || *p == 0x7f || *p == '\\' || *p == '"' || *p == '\'')
+                        (void) fprintf(f, "\\x%02x", *p);
+                else
+                        (void) fputc(*p, f);
+}
+
+static int udev_info_path(const char *run_file, char *buf, size_t len) {
+        if ((size_t) snprintf(buf, len, "%s" RUN_DIR_UDEV_SUFFIX, run_file) >= len)
+                return -ENAMETOOLONG;
+        return 0;
+}
+
+int run_dir_write_udev_info(const char *run_file, const char *name, const char *source, bool untrusted) {
+        char path[PATH_MAX];
+        FILE *f;
+        int fd, r;
+
+        r = udev_info_path(run_file, path, sizeof(path));
+        if (r < 0)
+                return r;
+
+        /* Runs on a worker. Only root can write in the run directory; O_NOFOLLOW all the same. */
+        fd = open(path, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0444);
+        if (fd < 0)
+                return -errno;
+        f = fdopen(fd, "w");
+        if (!f) {
+                r = -errno;
+                (void) close(fd);
+                return r;
+        }
+
+        (void) fputs("FUSELOOP_NAME=", f);
+        fput_udev_value(f, name);
+        (void) fputs("\nFUSELOOP_SOURCE=", f);
+        fput_udev_value(f, source ?: "");
+        (void) fputc('\n', f);
+        if (untrusted)
+                (void) fputs("FUSELOOP_UNTRUSTED=1\n", f);
+
+        r = ferror(f) ? -EIO : 0;
+        if (fclose(f) != 0 && r == 0)
+                r = -errno;
+        if (r < 0)
+                (void) unlink(path);
+        return r;
+}
+
+int run_dir_remove_udev_info(const char *run_file) {
+        char path[PATH_MAX];
+        int r;
+
+        r = udev_info_path(run_file, path, sizeof(path));
+        if (r < 0)
+                return r;
+        if (unlink(path) < 0 && errno != ENOENT)
+                return -errno;
+        return 0;
 }

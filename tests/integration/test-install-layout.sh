@@ -2,8 +2,9 @@
 # test-install-layout: `meson install --destdir` of a build configured with --prefix=/usr puts
 # each file where Debian's programs look for it: the binaries in /usr/sbin and /usr/bin, the bus
 # policy where dbus-daemon reads it (/usr/share/dbus-1/system.d), the activation file in its
-# system-services directory, the interface XML, the polkit actions where polkitd reads them, and
-# the unit in systemd's system unit directory; nothing else is installed. The installed
+# system-services directory, the interface XML, the polkit actions where polkitd reads them, the
+# unit in systemd's system unit directory and the udev rules in udev's rules.d; nothing else is
+# installed. The installed
 # activation file and unit start /usr/sbin/fuseloopd. The polkit policy and the bus policy are
 # well-formed XML. Skipped for a build with another prefix. Installs nothing outside $FL_TMP.
 # shellcheck source=../lib/lib.sh
@@ -29,6 +30,10 @@ if UNIT_DIR=$(pkg-config --variable=systemdsystemunitdir systemd 2>/dev/null) &&
         UNIT_DIRS=("$UNIT_DIR")
 fi
 log "systemd system unit directory: ${UNIT_DIRS[*]}"
+# Where udevd reads rules from (Debian 12: /lib/udev; the same directory as /usr/lib/udev).
+UDEV_DIR=$(pkg-config --variable=udevdir udev 2>/dev/null) || true
+UDEV_RULES=${UDEV_DIR:-/usr/lib/udev}/rules.d/60-fuseloop.rules
+log "udev rules: $UDEV_RULES"
 
 step "meson install --destdir"
 meson install -C "$FUSELOOP_BUILD" --no-rebuild --destdir "$DEST" --quiet >"$FL_TMP/install.log" 2>&1 || {
@@ -56,6 +61,7 @@ EXPECTED=(
         /usr/share/dbus-1/interfaces/org.proxmox.FuseLoop1.xml
         /usr/share/polkit-1/actions/org.proxmox.fuseloop.policy
         "$UNIT"
+        "$UDEV_RULES"
 )
 for f in "${EXPECTED[@]}"; do
         [ -f "$DEST$f" ] || fail "$f is not installed"
@@ -82,6 +88,7 @@ same_file "$FUSELOOP_SRC/dbus/org.proxmox.FuseLoop1.xml" /usr/share/dbus-1/inter
 same_file "$FUSELOOP_SRC/polkit/org.proxmox.fuseloop.policy" /usr/share/polkit-1/actions/org.proxmox.fuseloop.policy
 same_file "$FUSELOOP_BUILD/org.proxmox.FuseLoop1.service" /usr/share/dbus-1/system-services/org.proxmox.FuseLoop1.service
 same_file "$FUSELOOP_BUILD/fuseloopd.service" "$UNIT"
+same_file "$FUSELOOP_SRC/udev/60-fuseloop.rules" "$UDEV_RULES"
 same_file "$FUSELOOP_BUILD/fuseloopd" /usr/sbin/fuseloopd
 same_file "$FUSELOOP_BUILD/fuseloopctl" /usr/bin/fuseloopctl
 

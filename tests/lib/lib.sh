@@ -1127,8 +1127,8 @@ fl_stop_recorded_daemon() {
 # fl_no_processes_of USER: no process runs as USER.
 fl_no_processes_of() { ! pgrep -u "$1" >/dev/null; }
 
-# fl_remove_created: removes what $FL_CREATED_RECORD lists (files, then users with the processes
-# that still run as them, then groups) and the record itself. Each entry was made by a test, so
+# fl_remove_created: removes what $FL_CREATED_RECORD lists (files and loop devices, then users
+# with the processes that still run as them, then groups) and the record itself. Each entry was made by a test, so
 # was each process of a test user. Returns 1 (after a message) if something could not be removed;
 # the record then keeps every entry for another try.
 fl_remove_created() {
@@ -1149,6 +1149,17 @@ fl_remove_created() {
                         ;;
                 user) users+=("$name") ;;
                 group) groups+=("$name") ;;
+                loop)
+                        # A loop device a test set up itself: detach it only while it still is
+                        # the test's (its backing file in a test directory).
+                        if [[ $(losetup -n -O BACK-FILE "$name" 2>/dev/null) == "$FL_TMP_PREFIX"* ]]; then
+                                if losetup -d "$name"; then
+                                        log "cleanup: detached $name"
+                                else
+                                        rc=1
+                                fi
+                        fi
+                        ;;
                 esac
         done <"$FL_CREATED_RECORD"
         for name in "${users[@]}"; do
