@@ -283,8 +283,8 @@ int bus_mapping_register(Manager *manager) {
 /* A signal lost while the bus is gone is expected (the daemon reconnects); anything else is worth
  * a warning. */
 static void log_emit_failure(Mapping *m, const char *what, int r) {
-        (void) log_full_errno(r == -ENOTCONN || r == -ECONNRESET ? LOG_DEBUG : LOG_WARNING, r,
-                              "Mapping '%s': cannot send %s: %m, ignoring", m->name, what);
+        (void) log_mapping_full_errno(m, r == -ENOTCONN || r == -ECONNRESET ? LOG_DEBUG : LOG_WARNING, r,
+                                      "cannot send %s: %m, ignoring", what);
 }
 
 void bus_mapping_emit_added(Mapping *m) {

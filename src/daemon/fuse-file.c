@@ -26,6 +26,17 @@
 #include "log.h"
 #include "macro.h"
 
+/* Messages about the session are messages about its mapping: "Mapping '<name>': ...", and in the
+ * journal MAPPING= and DEVICE=. */
+#define log_file_full_errno(f, level, error, fmt, ...)                                           \
+        log_object_full_errno((level), (error), (f)->name, (f)->device, "Mapping '%s': " fmt, (f)->name, \
+                              ##__VA_ARGS__)
+#define log_file_debug(f, ...)   (void) log_file_full_errno(f, LOG_DEBUG, 0, __VA_ARGS__)
+#define log_file_notice(f, ...)  (void) log_file_full_errno(f, LOG_NOTICE, 0, __VA_ARGS__)
+#define log_file_warning(f, ...) (void) log_file_full_errno(f, LOG_WARNING, 0, __VA_ARGS__)
+#define log_file_debug_errno(f, e, ...)   log_file_full_errno(f, LOG_DEBUG, e, __VA_ARGS__)
+#define log_file_warning_errno(f, e, ...) log_file_full_errno(f, LOG_WARNING, e, __VA_ARGS__)
+
 /* Requests taken per wakeup, so one busy mapping cannot starve the others. */
 #define FUSE_BATCH 32
 
@@ -45,6 +56,7 @@ typedef struct ReadList {
 
 struct FuseFile {
         char *name;
+        char device[32];         /* for log messages: "/dev/loopN", "" until known */
         char *path;
         Source *source;
         uint64_t offset, size;
@@ -220,7 +232,7 @@ static void fuse_file_arm_timer(FuseFile *f) {
         if (r < 0) {
                 /* Only deadlines and the stall report are lost; reads are still answered when the
                  * source completes them. */
-                log_warning_errno(r, "Mapping '%s': cannot arm the read timer: %m, ignoring", f->name);
+                log_file_warning_errno(f, r, "cannot arm the read timer: %m, ignoring");
                 return;
         }
         f->timer_usec = t;
@@ -235,10 +247,10 @@ static void fuse_file_update_stalled(FuseFile *f, uint64_t now) {
         f->stalled = stalled;
 
         if (stalled)
-                log_warning("Mapping '%s': a read of the source has waited for more than %" PRIu64
-                            " ms; stalled.", f->name, f->stall_usec / 1000);
+                log_file_warning(f, "a read of the source has waited for more than %" PRIu64
+                                 " ms; stalled.", f->stall_usec / 1000);
         else
-                log_notice("Mapping '%s': the source completed its oldest read; no longer stalled.", f->name);
+                log_file_notice(f, "the source completed its oldest read; no longer stalled.");
         if (f->on_stalled)
                 f->on_stalled(f, stalled, f->stalled_userdata);
 }
@@ -260,8 +272,8 @@ static int on_read_timer(sd_event_source *s, uint64_t usec _unused_, void *userd
                 f->stats.read_errors++;
                 f->stats.timed_out_reads++;
                 histogram_add(&f->stats.read_latency_usec, now - rr->start_usec);
-                log_debug("Mapping '%s': a read has waited for the source longer than the timeout (%" PRIu64
-                          " ms), answering EIO", f->name, f->timeout_usec / 1000);
+                log_file_debug(f, "a read has waited for the source longer than the timeout (%" PRIu64
+                               " ms), answering EIO", f->timeout_usec / 1000);
                 (void) fuse_reply_err(rr->req, EIO);
                 rr->req = NULL;
         }
@@ -279,10 +291,9 @@ static void on_read_done(int result, void *userdata) {
         if (!rr->req) {
                 /* Answered with EIO at its deadline already: the late result goes nowhere. */
                 if (result < 0)
-                        log_debug_errno(result, "Mapping '%s': a read failed after its timeout: %m, ignoring",
-                                        f->name);
+                        log_file_debug_errno(f, result, "a read failed after its timeout: %m, ignoring");
                 else
-                        log_debug("Mapping '%s': a read completed after its timeout, dropping the data", f->name);
+                        log_file_debug(f, "a read completed after its timeout, dropping the data");
                 read_list_remove(&f->timed_out, rr);
         } else {
                 uint64_t now;
@@ -293,7 +304,7 @@ static void on_read_done(int result, void *userdata) {
                         histogram_add(&f->stats.read_latency_usec, now > rr->start_usec ? now - rr->start_usec : 0);
                 if (result < 0) {
                         f->stats.read_errors++;
-                        log_debug_errno(result, "Mapping '%s': source read failed: %m, answering EIO", f->name);
+                        log_file_debug_errno(f, result, "source read failed: %m, answering EIO");
                         (void) fuse_reply_err(rr->req, EIO);
                 } else {
                         f->stats.bytes_read += (uint64_t) result;
@@ -495,9 +506,9 @@ int fuse_file_resume(FuseFile *f, int fuse_fd, const uint8_t *init, size_t init_
         /* Requests the dead daemon had read but not answered would wait forever: have the kernel
          * send them again. Without FUSE_NOTIFY_RESEND (Linux < 6.9) they stay unanswered. */
         if (write(fuse_fd, &resend, sizeof(resend)) < 0)
-                log_warning_errno(errno, "Mapping '%s': the kernel cannot resend requests in flight (FUSE_NOTIFY_RESEND "
-                                  "needs Linux 6.9): %m; reads that were in flight when the earlier daemon died stay "
-                                  "unanswered", f->name);
+                log_file_warning_errno(f, errno, "the kernel cannot resend requests in flight "
+                                       "(FUSE_NOTIFY_RESEND needs Linux 6.9): %m; reads that were in flight "
+                                       "when the earlier daemon died stay unanswered");
         return 0;
 }
 
@@ -563,7 +574,7 @@ static int on_fuse_io(sd_event_source *s _unused_, int fd _unused_, uint32_t rev
                         break;
                 if (r <= 0 || fuse_session_exited(f->session)) {
                         /* 0 (ENODEV): unmounted; anything else: the connection is unusable. */
-                        log_debug_errno(r, "Mapping '%s': FUSE session ended: %m", f->name);
+                        log_file_debug_errno(f, r, "FUSE session ended: %m");
                         /* Reads taken in this batch still go out, so that they complete and the
                          * session can drain. */
                         source_flush(f->source);
@@ -634,6 +645,10 @@ FuseFile *fuse_file_free(FuseFile *f) {
         free(f->name);
         free(f);
         return NULL;
+}
+
+void fuse_file_set_device(FuseFile *f, const char *device) {
+        (void) snprintf(f->device, sizeof(f->device), "%s", device ?: "");
 }
 
 const FuseFileStats *fuse_file_get_stats(const FuseFile *f) {

@@ -77,6 +77,9 @@ FuseFile *fuse_file_free(FuseFile *f);
 
 const FuseFileStats *fuse_file_get_stats(const FuseFile *f);
 
+/* The mapping's loop device ("/dev/loopN"), for the session's log messages. */
+void fuse_file_set_device(FuseFile *f, const char *device);
+
 /* Loop thread, before fuse_file_start(): watches the reads in flight with a timer on e. A read that
  * the source has not completed within timeout_usec (0: no limit) is answered with EIO and counted
  * in read_errors and timed_out_reads; stalled (may be NULL) runs when the session becomes stalled

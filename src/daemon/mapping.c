@@ -198,7 +198,7 @@ static void mapping_run_job(Mapping *m, MappingStep step, JobFunc func, JobDone 
         r = worker_run(m->manager->worker, func, done, m);
         if (r < 0) {
                 m->job_running = false;
-                log_error_errno(r, "Mapping '%s': failed to start a worker: %m", m->name);
+                log_mapping_error_errno(m, r, "failed to start a worker: %m");
                 /* Report through the regular path so that the mapping is torn down. */
                 done(r, m);
         }
@@ -220,7 +220,7 @@ static void mapping_arm_timer(Mapping *m, uint64_t usec) {
         m->timer = sd_event_source_disable_unref(m->timer);
         r = sd_event_add_time_relative(m->manager->event, &m->timer, CLOCK_MONOTONIC, usec, 0, on_timer, m);
         if (r < 0)
-                log_warning_errno(r, "Mapping '%s': failed to arm a timer: %m, ignoring", m->name);
+                log_mapping_warning_errno(m, r, "failed to arm a timer: %m, ignoring");
 }
 
 static void mapping_disarm_timer(Mapping *m) {
@@ -356,7 +356,7 @@ static void on_fuse_gone(FuseFile *f _unused_, void *userdata) {
         Mapping *m = userdata;
 
         if (m->state == MAPPING_ACTIVE || m->state == MAPPING_ATTACHING) {
-                log_warning("Mapping '%s': its FUSE file '%s' was unmounted behind our back.", m->name, m->path);
+                log_mapping_warning(m, "its FUSE file '%s' was unmounted behind our back.", m->path);
                 mapping_fail(m, FUSELOOP_ERROR_SETUP_FAILED, "the FUSE file '%s' was unmounted", m->path);
         }
 }
@@ -426,11 +426,11 @@ static void on_attach_done(int result, void *userdata) {
 
                 m->loop = m->job.loop;
                 m->loop_attached = true;
+                fuse_file_set_device(m->fuse, mapping_device(m, p, sizeof(p)));
                 (void) snprintf(p, sizeof(p), "/sys/block/loop%i/loop/dio", m->loop.nr);
                 if (read_one_line_file(p, &dio) >= 0)
                         m->direct_io_effective = streq(dio, "1");
-                log_debug("Mapping '%s': attached /dev/loop%i (diskseq %" PRIu64 ").", m->name, m->loop.nr,
-                          m->loop.diskseq);
+                log_mapping_debug(m, "attached /dev/loop%i (diskseq %" PRIu64 ").", m->loop.nr, m->loop.diskseq);
 
                 m->step = STEP_WAIT_DISK;
                 m->wait_seqnum = m->job.seqnum;
@@ -545,8 +545,8 @@ static int on_caller_match_installed(sd_bus_message *reply, void *userdata, sd_b
         int r;
 
         if (sd_bus_message_is_method_error(reply, NULL)) {
-                log_warning("Mapping '%s': cannot follow its caller: %s", m->name,
-                            sd_bus_message_get_error(reply)->message);
+                log_mapping_warning(m, "cannot follow its caller: %s",
+                                    sd_bus_message_get_error(reply)->message);
                 return 0;
         }
 
@@ -577,7 +577,7 @@ static void mapping_follow_caller(Mapping *m) {
         r = sd_bus_add_match_async(m->manager->bus, &m->caller_slot, match, on_caller_owner_changed,
                                    on_caller_match_installed, m);
         if (r < 0)
-                log_warning_errno(r, "Mapping '%s': cannot follow its caller: %m, ignoring", m->name);
+                log_mapping_warning_errno(m, r, "cannot follow its caller: %m, ignoring");
 }
 
 void mapping_start(Mapping *m, sd_bus_message *call, const char *caller) {
@@ -620,14 +620,14 @@ static void mapping_store(Mapping *m) {
         fuse_file_get_init(m->fuse, &init, &rec.fuse_init_size);
         rec.fuse_init = (uint8_t *) init;
         if (!init) {
-                log_warning("Mapping '%s': no FUSE_INIT was kept; it cannot survive a restart of fuseloopd.", m->name);
+                log_mapping_warning(m, "no FUSE_INIT was kept; it cannot survive a restart of fuseloopd.");
                 return;
         }
 
         r = fd_store_put_mapping(m->loop.diskseq, fuse_file_get_fd(m->fuse), source_fd_get_fd(m->source), &rec);
         if (r < 0)
-                log_warning_errno(r, "Mapping '%s': cannot put its fds into the fd store: %m; it cannot survive a "
-                                  "restart of fuseloopd", m->name);
+                log_mapping_warning_errno(m, r, "cannot put its fds into the fd store: %m; it cannot survive a "
+                                          "restart of fuseloopd");
         else
                 m->stored = true;
 }
@@ -648,14 +648,15 @@ static void mapping_activate(Mapping *m) {
         bus_mapping_emit_added(m);
         mapping_store(m);
 
-        log_info("Mapping '%s': %s is active (source '%s', %" PRIu64 " bytes at offset %" PRIu64 ").", m->name,
-                 mapping_device(m, dev, sizeof(dev)), m->source_description, m->options.size, m->options.offset);
+        log_mapping_info(m, "%s is active (source '%s', %" PRIu64 " bytes at offset %" PRIu64 ").",
+                         mapping_device(m, dev, sizeof(dev)), m->source_description, m->options.size,
+                         m->options.offset);
 
         if (m->map_call) {
                 int r = sd_bus_reply_method_return(m->map_call, "os", m->object_path, dev);
 
                 if (r < 0)
-                        log_debug_errno(r, "Mapping '%s': cannot reply to Map: %m", m->name);
+                        log_mapping_debug_errno(m, r, "cannot reply to Map: %m");
                 m->map_call = sd_bus_message_unref(m->map_call);
         }
 
@@ -689,7 +690,7 @@ static void mapping_reply_error(Mapping *m, sd_bus_message **call, const char *n
 
         r = sd_bus_reply_method_errorf(*call, name, "%s", msg ?: "out of memory");
         if (r < 0)
-                log_debug_errno(r, "Mapping '%s': cannot send a reply: %m", m->name);
+                log_mapping_debug_errno(m, r, "cannot send a reply: %m");
         *call = sd_bus_message_unref(*call);
 }
 
@@ -707,7 +708,7 @@ static void mapping_finish(Mapping *m) {
         }
 
         if (m->published) {
-                log_info("Mapping '%s': removed (%s).", m->name, m->remove_reason ?: FUSELOOP_REASON_FAILED);
+                log_mapping_info(m, "removed (%s).", m->remove_reason ?: FUSELOOP_REASON_FAILED);
                 bus_mapping_emit_removed(m, m->remove_reason ?: FUSELOOP_REASON_FAILED);
                 m->published = false;
         }
@@ -719,7 +720,7 @@ static void mapping_finish(Mapping *m) {
                 int r = sd_bus_reply_method_return(m->unmap_call, NULL);
 
                 if (r < 0)
-                        log_debug_errno(r, "Mapping '%s': cannot reply to Unmap: %m", m->name);
+                        log_mapping_debug_errno(m, r, "cannot reply to Unmap: %m");
                 m->unmap_call = sd_bus_message_unref(m->unmap_call);
         }
 
@@ -758,7 +759,7 @@ static void on_unmount_done(int result, void *userdata) {
 
         (void) mapping_job_returned(m);
         if (result < 0)
-                log_warning_errno(result, "Mapping '%s': cannot remove '%s': %m, ignoring", m->name, m->path);
+                log_mapping_warning_errno(m, result, "cannot remove '%s': %m, ignoring", m->path);
         m->fuse = fuse_file_free(m->fuse);
         mapping_finish(m);
         mapping_unref(m);
@@ -788,7 +789,7 @@ static void mapping_released(Mapping *m) {
         mapping_disarm_timer(m);
         m->loop_attached = false;
         m->step = STEP_NONE;
-        log_debug("Mapping '%s': /dev/loop%i released its backing file.", m->name, m->loop.nr);
+        log_mapping_debug(m, "/dev/loop%i released its backing file.", m->loop.nr);
         mapping_teardown(m);
 }
 
@@ -826,7 +827,7 @@ static void on_cancel_autoclear_done(int result, void *userdata) {
                 mapping_released(m);
         else {
                 if (result < 0)
-                        log_warning_errno(result, "Mapping '%s': cannot cancel the pending detach: %m, ignoring", m->name);
+                        log_mapping_warning_errno(m, result, "cannot cancel the pending detach: %m, ignoring");
                 mapping_unmap_refused(m, FUSELOOP_ERROR_BUSY,
                                       "'%s' (%s) is still open by another process; close it or unmap lazily",
                                       m->name, mapping_device(m, dev, sizeof(dev)));
@@ -845,7 +846,7 @@ static void on_detach_done(int result, void *userdata) {
                 mapping_unmap_refused(m, FUSELOOP_ERROR_BUSY,
                                       "'%s' (%s) is in use (mounted?); unmount it first or unmap lazily", m->name, dev);
         else if (result < 0) {
-                log_warning_errno(result, "Mapping '%s': cannot detach %s: %m", m->name, dev);
+                log_mapping_warning_errno(m, result, "cannot detach %s: %m", dev);
                 if (m->state == MAPPING_DETACHING)
                         mapping_unmap_refused(m, FUSELOOP_ERROR_SETUP_FAILED, "cannot detach %s: %s", dev,
                                               strerror(-result));
@@ -869,7 +870,7 @@ static void on_detach_done(int result, void *userdata) {
                                 mapping_reply_error(m, &m->map_call, m->error_name ?: FUSELOOP_ERROR_SETUP_FAILED,
                                                     "%s; %s is still open and is detached at its last close",
                                                     m->error_message ?: "the mapping failed", dev);
-                        log_info("Mapping '%s': %s is in use; it is detached when its last user closes it.", m->name, dev);
+                        log_mapping_info(m, "%s is in use; it is detached when its last user closes it.", dev);
                         manager_update_status(m->manager);
                         /* udev tells us when it is released; look ourselves now and then in case an
                          * event was lost. */
@@ -915,6 +916,7 @@ static void mapping_teardown(Mapping *m) {
 
 static void mapping_fail(Mapping *m, const char *error_name, const char *fmt, ...) {
         _cleanup_(freep) char *msg = NULL;
+        char dev[32];
         va_list ap;
 
         va_start(ap, fmt);
@@ -926,9 +928,10 @@ static void mapping_fail(Mapping *m, const char *error_name, const char *fmt, ..
                 m->error_message = msg ? strdup(msg) : NULL;
         }
         if (m->published)
-                log_error("Mapping '%s': %s", m->name, msg ?: error_name);
+                log_mapping_error(m, "%s", msg ?: error_name);
         else
-                log_info("Mapping '%s' not created: %s", m->name, msg ?: error_name);
+                (void) log_object_full_errno(LOG_INFO, 0, m->name, mapping_device(m, dev, sizeof(dev)),
+                                             "Mapping '%s' not created: %s", m->name, msg ?: error_name);
 
         if (!m->remove_reason)
                 m->remove_reason = FUSELOOP_REASON_FAILED;
@@ -987,7 +990,7 @@ void mapping_caller_gone(Mapping *m) {
         if (m->caller_gone || m->manager->handing_over)
                 return;
         m->caller_gone = true;
-        log_info("Mapping '%s': its caller %s disconnected; unmapping it.", m->name, m->caller ?: "");
+        log_mapping_info(m, "its caller %s disconnected; unmapping it.", m->caller ?: "");
         if (m->state == MAPPING_ACTIVE)
                 mapping_unmap(m, true, NULL, FUSELOOP_REASON_CALLER_GONE);
 }
@@ -1050,8 +1053,8 @@ void mapping_on_block_event(Mapping *m, const char *action _unused_, dev_t devnu
         if (m->step == STEP_WAIT_RELEASE)
                 mapping_released(m);
         else {
-                log_notice("Mapping '%s': /dev/loop%i was detached behind our back; removing the mapping.", m->name,
-                           m->loop.nr);
+                log_mapping_notice(m, "/dev/loop%i was detached behind our back; removing the mapping.",
+                                   m->loop.nr);
                 m->remove_reason = FUSELOOP_REASON_DETACHED;
                 m->loop_attached = false;
                 mapping_set_state(m, MAPPING_DETACHING);
@@ -1117,22 +1120,26 @@ int mapping_resume(Manager *manager, StoredMapping *s) {
         r = stored_mapping_read_record(manager, s, &rec);
         if (r < 0)
                 return r;
+        (void) snprintf(dev, sizeof(dev), "/dev/loop%i", rec.loop_nr);
 
         r = loop_device_find_attached(rec.loop_nr, rec.loop_diskseq, &loop);
         if (r < 0)
-                return log_error_errno(r, "Mapping '%s' cannot be resumed: /dev/loop%i is no longer the device it was "
-                                       "attached as (%m); cleaning it up.", rec.name, rec.loop_nr);
+                return log_object_full_errno(LOG_ERR, r, rec.name, dev, "Mapping '%s' cannot be resumed: %s is no "
+                                             "longer the device it was attached as (%m); cleaning it up.", rec.name,
+                                             dev);
 
         /* The type only, from the inode as cached: the source may be a file of ours, which
          * nobody answers yet. */
         if (statx(s->fds[FD_STORE_SOURCE], "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_TYPE, &stx) < 0 ||
             !(S_ISREG(stx.stx_mode) || S_ISBLK(stx.stx_mode)))
-                return log_error_errno(EBADF, "Mapping '%s' cannot be resumed: its stored source is not a regular file or "
-                                       "block device; cleaning it up.", rec.name);
+                return log_object_full_errno(LOG_ERR, EBADF, rec.name, dev, "Mapping '%s' cannot be resumed: its "
+                                             "stored source is not a regular file or block device; cleaning it up.",
+                                             rec.name);
 
         r = mapping_new(manager, rec.name, -EBADF, rec.uri_path, &rec.options, rec.owner_uid, &m);
         if (r < 0)
-                return log_error_errno(r, "Mapping '%s' cannot be resumed: %m", rec.name);
+                return log_object_full_errno(LOG_ERR, r, rec.name, dev, "Mapping '%s' cannot be resumed: %m",
+                                             rec.name);
         m->created_usec = rec.created_usec;
         m->direct_io_effective = rec.direct_io_effective;
         m->source_read_async = rec.source_read_async;
@@ -1154,6 +1161,7 @@ int mapping_resume(Manager *manager, StoredMapping *s) {
         r = fuse_file_new(m->name, m->path, m->source, m->options.offset, m->options.size, &m->fuse);
         if (r < 0)
                 goto fail;
+        fuse_file_set_device(m->fuse, mapping_device(m, dev, sizeof(dev)));
         r = mapping_watch_reads(m);
         if (r < 0)
                 goto fail;
@@ -1178,12 +1186,13 @@ int mapping_resume(Manager *manager, StoredMapping *s) {
                 mapping_arm_timer(m, RELEASE_RECHECK_USEC);
         }
 
-        log_info("Mapping '%s': resumed %s (source '%s')%s.", m->name, mapping_device(m, dev, sizeof(dev)),
-                 m->source_description, m->state == MAPPING_DETACHING ? ", detaching at its last close" : "");
+        log_mapping_info(m, "resumed %s (source '%s')%s.", mapping_device(m, dev, sizeof(dev)),
+                         m->source_description, m->state == MAPPING_DETACHING ? ", detaching at its last close" : "");
         return 0;
 
 fail:
-        log_error_errno(r, "Mapping '%s' cannot be resumed: %m; cleaning it up.", m->name);
+        (void) log_object_full_errno(LOG_ERR, r, m->name, mapping_device(m, dev, sizeof(dev)),
+                                     "Mapping '%s' cannot be resumed: %m; cleaning it up.", m->name);
         /* Its loop device and run file are not kept: the start-up clean-up takes them. */
         m->loop_attached = false;
         m->job.run_file_created = false;

@@ -9,6 +9,7 @@
 
 #include "fd-store.h"
 #include "fuse-file.h"
+#include "log.h"
 #include "loop-device.h"
 #include "manager.h"
 #include "options.h"
@@ -154,6 +155,24 @@ const FuseFileStats *mapping_stats(const Mapping *m);
  * page cache of the FUSE file answered without asking us; -1 when that means nothing: direct I/O
  * bypasses that cache, or nothing was read yet. Reads sysfs, never the FUSE file. */
 double mapping_cache_hit_ratio(const Mapping *m);
+
+/* Messages about a mapping: "Mapping '<name>': ..." and, in the journal, MAPPING= and DEVICE=. */
+#define log_mapping_full_errno(m, level, error, fmt, ...)                                        \
+        ({                                                                                      \
+                const Mapping *_m = (m);                                                        \
+                char _dev[32];                                                                  \
+                log_object_full_errno((level), (error), _m->name, mapping_device(_m, _dev, sizeof(_dev)), \
+                                      "Mapping '%s': " fmt, _m->name, ##__VA_ARGS__);           \
+        })
+#define log_mapping_debug(m, ...)   (void) log_mapping_full_errno(m, LOG_DEBUG, 0, __VA_ARGS__)
+#define log_mapping_info(m, ...)    (void) log_mapping_full_errno(m, LOG_INFO, 0, __VA_ARGS__)
+#define log_mapping_notice(m, ...)  (void) log_mapping_full_errno(m, LOG_NOTICE, 0, __VA_ARGS__)
+#define log_mapping_warning(m, ...) (void) log_mapping_full_errno(m, LOG_WARNING, 0, __VA_ARGS__)
+#define log_mapping_error(m, ...)   (void) log_mapping_full_errno(m, LOG_ERR, 0, __VA_ARGS__)
+#define log_mapping_debug_errno(m, e, ...)   log_mapping_full_errno(m, LOG_DEBUG, e, __VA_ARGS__)
+#define log_mapping_info_errno(m, e, ...)    log_mapping_full_errno(m, LOG_INFO, e, __VA_ARGS__)
+#define log_mapping_warning_errno(m, e, ...) log_mapping_full_errno(m, LOG_WARNING, e, __VA_ARGS__)
+#define log_mapping_error_errno(m, e, ...)   log_mapping_full_errno(m, LOG_ERR, e, __VA_ARGS__)
 
 /* Emits PropertiesChanged for State (published mappings only). */
 void mapping_emit_state(Mapping *m);

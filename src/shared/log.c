@@ -1,11 +1,18 @@
-/* Logging to stderr with "<N>" priority prefixes, which journald parses when we run as a unit. */
+/* Logging: under systemd (stderr is a journal stream) each message goes to the journal natively,
+ * with fields that journalctl can filter on (MAPPING=, DEVICE=, ERRNO=); otherwise plain lines on
+ * stderr. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
+#include <systemd/sd-journal.h>
+
 #include "log.h"
+#include "macro.h"
 
 int log_max_level = LOG_INFO;
 
@@ -24,24 +31,105 @@ int log_level_from_string(const char *s) {
         return -EINVAL;
 }
 
-int log_internal(int level, int error, const char *fmt, ...) {
+bool log_stderr_is_journal(void) {
+        unsigned long long dev, ino;
+        const char *e = getenv("JOURNAL_STREAM");
+        struct stat st;
+        int n = 0;
+
+        /* systemd sets it to "<device>:<inode>" of the stream it connects to stdout/stderr; a
+         * child whose stderr was redirected inherits the variable but not the stream. */
+        if (!e || sscanf(e, "%llu:%llu%n", &dev, &ino, &n) != 2 || e[n] != '\0')
+                return false;
+        if (fstat(STDERR_FILENO, &st) < 0)
+                return false;
+        return (unsigned long long) st.st_dev == dev && (unsigned long long) st.st_ino == ino;
+}
+
+/* Sends one entry to the journal; false if that failed (no journald, say). */
+static bool log_journal(int level, int error, const char *mapping, const char *device, const char *message) {
+        char priority[16], errno_field[24];
+        _cleanup_(freep) char *msg = NULL, *ident = NULL, *map = NULL, *dev = NULL;
+        struct iovec iov[6];
+        size_t n = 0;
+
+        if (asprintf(&msg, "MESSAGE=%s", message) < 0) {
+                msg = NULL;
+                return false;
+        }
+        iov[n++] = (struct iovec) { msg, strlen(msg) };
+        (void) snprintf(priority, sizeof(priority), "PRIORITY=%i", level);
+        iov[n++] = (struct iovec) { priority, strlen(priority) };
+        if (asprintf(&ident, "SYSLOG_IDENTIFIER=%s", program_invocation_short_name) < 0) {
+                ident = NULL;
+                return false;
+        }
+        iov[n++] = (struct iovec) { ident, strlen(ident) };
+        if (error > 0) {
+                (void) snprintf(errno_field, sizeof(errno_field), "ERRNO=%i", error);
+                iov[n++] = (struct iovec) { errno_field, strlen(errno_field) };
+        }
+        if (mapping) {
+                if (asprintf(&map, "MAPPING=%s", mapping) < 0) {
+                        map = NULL;
+                        return false;
+                }
+                iov[n++] = (struct iovec) { map, strlen(map) };
+        }
+        if (device && *device) {
+                if (asprintf(&dev, "DEVICE=%s", device) < 0) {
+                        dev = NULL;
+                        return false;
+                }
+                iov[n++] = (struct iovec) { dev, strlen(dev) };
+        }
+
+        return sd_journal_sendv(iov, (int) n) >= 0;
+}
+
+static int log_dispatch(int level, int error, const char *mapping, const char *device, const char *fmt,
+                        va_list ap) {
+        static int journal = -1;  /* decided at the first message: stderr does not change */
         char buf[2048];
-        va_list ap;
         int saved = errno;
 
         /* %m must print the error we were given, not whatever errno happens to be. */
         errno = error;
-        va_start(ap, fmt);
         (void) vsnprintf(buf, sizeof(buf), fmt, ap);
-        va_end(ap);
         errno = saved;
 
-        /* Under systemd stderr is a journal stream and "<N>" sets the priority; on a terminal or
-         * in a test log a word is easier to read. */
-        if (getenv("JOURNAL_STREAM"))
+        if (journal < 0)
+                journal = log_stderr_is_journal();
+
+        if (journal && log_journal(level, error, mapping, device, buf))
+                return -error;
+
+        /* The journal's stream understands a "<N>" priority prefix (if sending natively failed);
+         * on a terminal or in a test log a word is easier to read. */
+        if (journal)
                 (void) fprintf(stderr, "<%i>%s\n", level, buf);
         else
                 (void) fprintf(stderr, "%s%s\n", level <= LOG_ERR ? "error: " :
                                level == LOG_WARNING ? "warning: " : "", buf);
         return -error;
+}
+
+int log_internal(int level, int error, const char *fmt, ...) {
+        va_list ap;
+        int r;
+
+        va_start(ap, fmt);
+        r = log_dispatch(level, error, NULL, NULL, fmt, ap);
+        va_end(ap);
+        return r;
+}
+
+int log_object_internal(int level, int error, const char *mapping, const char *device, const char *fmt, ...) {
+        va_list ap;
+        int r;
+
+        va_start(ap, fmt);
+        r = log_dispatch(level, error, mapping, device, fmt, ap);
+        va_end(ap);
+        return r;
 }

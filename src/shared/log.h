@@ -1,7 +1,8 @@
-/* Logging: plain lines on stderr with a level prefix the journal understands. */
+/* Logging: to the journal with structured fields under systemd, plain lines on stderr otherwise. */
 #pragma once
 
 #include <errno.h>
+#include <stdbool.h>
 #include <syslog.h>
 
 #include "macro.h"
@@ -12,14 +13,31 @@ extern int log_max_level;
  * -EINVAL. */
 int log_level_from_string(const char *s);
 
-/* Writes one line; returns -abs(error) (or 0 when error is 0) so callers can return it. %m
- * prints strerror(error). */
+/* Writes one message; returns -abs(error) (or 0 when error is 0) so callers can return it. %m
+ * prints strerror(error). When stderr is the journal (we run as a systemd service), the message
+ * goes to the journal natively, with PRIORITY, SYSLOG_IDENTIFIER and ERRNO fields; otherwise it is
+ * a plain line on stderr. */
 int log_internal(int level, int error, const char *fmt, ...) _printf_(3, 4);
+
+/* The same for a message about a mapping: in the journal it carries MAPPING=mapping and, unless
+ * device is NULL or empty, DEVICE=device. */
+int log_object_internal(int level, int error, const char *mapping, const char *device, const char *fmt, ...)
+        _printf_(5, 6);
+
+/* Whether stderr is a journal stream: JOURNAL_STREAM names its device and inode. */
+bool log_stderr_is_journal(void);
 
 #define log_full_errno(level, error, ...)                                                       \
         ({                                                                                      \
                 int _e = (error) < 0 ? -(error) : (error);                                      \
                 (level) <= log_max_level ? log_internal((level), _e, __VA_ARGS__) : -_e;        \
+        })
+
+#define log_object_full_errno(level, error, mapping, device, ...)                                \
+        ({                                                                                      \
+                int _e = (error) < 0 ? -(error) : (error);                                      \
+                (level) <= log_max_level ? log_object_internal((level), _e, (mapping), (device),  \
+                                                               __VA_ARGS__) : -_e;               \
         })
 
 #define log_debug(...)   (void) log_full_errno(LOG_DEBUG, 0, __VA_ARGS__)

@@ -7,7 +7,8 @@
 #            with bus activation through the setuid launch helper
 #   polkitd  org.freedesktop.PolicyKit1 on that bus
 #   udevd    systemd-udevd, so that libudev monitors with source "udev" get events
-#
+#   journald systemd-journald, so that a daemon run as under systemd (stderr a journal
+#            stream) logs to a real journal
 # Usage: services.sh install|start|stop|restart|status|reload|logs
 #
 #   install  install the service packages and the test-client packages
@@ -263,6 +264,28 @@ start_udevd() {
     fi
 }
 
+# -------------------------------------------------------------- journald --
+
+# Answers a "synchronize" request over its varlink socket only if it runs.
+journald_ok() { journalctl --sync >/dev/null 2>&1; }
+
+start_journald() {
+    local pid exe=/lib/systemd/systemd-journald
+    if journald_ok; then
+        if pid=$(recorded_alive journald); then log "journald: running (pid $pid, started here)"
+        else log "journald: reusing the running one"; fi
+        return 0
+    fi
+    [ -x "$exe" ] || exe=/usr/lib/systemd/systemd-journald
+    [ -x "$exe" ] || die "systemd-journald not found (package systemd)"
+    # Without systemd as PID 1 it makes its sockets in /run/systemd/journal itself and keeps
+    # the journal in /run/log/journal (volatile).
+    launch journald journald_ok -- "$exe"
+    check_comm "$pid" systemd-journal
+    record journald "$pid"
+    log "journald: started (pid $pid)"
+}
+
 # ------------------------------------------------------------------ stop --
 
 stop_pid() { # name pid
@@ -301,12 +324,16 @@ status() {
     elif udevd_ok; then note="running, not started here"
     else note="not running"; fi
     printf 'udevd:   %s\n' "$note"
-    printf 'logs:    %s/{dbus,polkitd,udevd}.log\n' "$STATE"
+    if pid=$(recorded_alive journald); then note="started here, pid $pid"
+    elif journald_ok; then note="running, not started here"
+    else note="not running"; fi
+    printf 'journald: %s\n' "$note"
+    printf 'logs:    %s/{dbus,polkitd,udevd,journald}.log\n' "$STATE"
 }
 
 logs() {
     local f
-    for f in dbus polkitd udevd; do
+    for f in dbus polkitd udevd journald; do
         [ -s "$STATE/$f.log" ] || continue
         printf -- '--- %s/%s.log\n' "$STATE" "$f"
         tail -n 50 "$STATE/$f.log"
@@ -331,13 +358,13 @@ case "$cmd" in
         install_pkgs "${SERVICE_PKGS[@]}" "${CLIENT_PKGS[@]}" ;;
     start)
         install_pkgs "${SERVICE_PKGS[@]}"
-        start_dbus; start_polkitd; start_udevd ;;
+        start_dbus; start_polkitd; start_udevd; start_journald ;;
     stop)
-        stop_simple polkitd; stop_dbus; stop_simple udevd ;;
+        stop_simple polkitd; stop_dbus; stop_simple udevd; stop_simple journald ;;
     restart)
-        stop_simple polkitd; stop_dbus; stop_simple udevd
+        stop_simple polkitd; stop_dbus; stop_simple udevd; stop_simple journald
         install_pkgs "${SERVICE_PKGS[@]}"
-        start_dbus; start_polkitd; start_udevd ;;
+        start_dbus; start_polkitd; start_udevd; start_journald ;;
     status)
         status ;;
     reload)

@@ -6,9 +6,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "bus-names.h"
+#include "log.h"
 #include "tests.h"
 #include "util.h"
 
@@ -411,6 +413,40 @@ static void test_block_stat_parse(void) {
         CHECK_INT_EQ(block_stat_read_loop(-1, &st), -ENOENT);
 }
 
+static void test_log_stderr_is_journal(void) {
+        char path[] = "/tmp/test-util-log.XXXXXX", v[64];
+        struct stat st;
+        int fd, saved;
+
+        fd = mkstemp(path);
+        CHECK(fd >= 0, "mkstemp: %s", strerror(errno));
+        if (fd < 0)
+                return;
+        saved = dup(STDERR_FILENO);
+        CHECK(saved >= 0 && dup2(fd, STDERR_FILENO) >= 0 && fstat(fd, &st) >= 0, "%s", strerror(errno));
+
+        (void) unsetenv("JOURNAL_STREAM");
+        CHECK(!log_stderr_is_journal(), "%s", "no JOURNAL_STREAM");
+        (void) snprintf(v, sizeof(v), "%llu:%llu", (unsigned long long) st.st_dev, (unsigned long long) st.st_ino);
+        (void) setenv("JOURNAL_STREAM", v, 1);
+        CHECK(log_stderr_is_journal(), "JOURNAL_STREAM=%s names stderr", v);
+        /* Inherited by a process whose stderr goes elsewhere: not the journal. */
+        (void) snprintf(v, sizeof(v), "%llu:%llu", (unsigned long long) st.st_dev, (unsigned long long) st.st_ino + 1);
+        (void) setenv("JOURNAL_STREAM", v, 1);
+        CHECK(!log_stderr_is_journal(), "JOURNAL_STREAM=%s names another inode", v);
+        (void) snprintf(v, sizeof(v), "%llu:%llux", (unsigned long long) st.st_dev, (unsigned long long) st.st_ino);
+        (void) setenv("JOURNAL_STREAM", v, 1);
+        CHECK(!log_stderr_is_journal(), "JOURNAL_STREAM=%s is malformed", v);
+        (void) setenv("JOURNAL_STREAM", "journal", 1);
+        CHECK(!log_stderr_is_journal(), "%s", "JOURNAL_STREAM=journal is malformed");
+
+        (void) unsetenv("JOURNAL_STREAM");
+        (void) dup2(saved, STDERR_FILENO);
+        (void) close(saved);
+        (void) close(fd);
+        (void) unlink(path);
+}
+
 static void test_utf8(void) {
         char bad[] = "a\xff""b\xc3", cut[] = "\xe2\x82", ok[] = "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80";
 
@@ -447,6 +483,7 @@ int main(void) {
         test_startswith();
         test_read_files();
         test_block_stat_parse();
+        test_log_stderr_is_journal();
 
         return test_summary("test-util");
 }
