@@ -44,7 +44,7 @@ PYTHON=/usr/bin/python3
 PKGS=(meson ninja-build pkg-config gcc libc6-dev libfuse3-dev fuse3 libsystemd-dev libudev-dev
       liburing-dev libblkid-dev libjson-c-dev udev systemd dbus polkitd util-linux fdisk e2fsprogs dosfstools
       squashfs-tools python3 python3-dbus python3-gi gir1.2-glib-2.0 valgrind
-      clang libclang-rt-14-dev)
+      clang libclang-rt-14-dev scdoc man-db groff-base bsdextrautils)
 
 # The unit suite of the plain build runs a second time under memcheck: an invalid access, a use
 # of uninitialised memory or a leak (definite, indirect or possible) fails the test (status 99,

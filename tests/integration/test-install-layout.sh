@@ -3,8 +3,8 @@
 # each file where Debian's programs look for it: the binaries in /usr/sbin and /usr/bin, the bus
 # policy where dbus-daemon reads it (/usr/share/dbus-1/system.d), the activation file in its
 # system-services directory, the interface XML, the polkit actions where polkitd reads them, the
-# unit in systemd's system unit directory and the udev rules in udev's rules.d; nothing else is
-# installed. The installed
+# unit in systemd's system unit directory, the udev rules in udev's rules.d, the bash completion
+# where bash-completion loads it and the manual pages; nothing else is installed. The installed
 # activation file and unit start /usr/sbin/fuseloopd. The polkit policy and the bus policy are
 # well-formed XML. Skipped for a build with another prefix. Installs nothing outside $FL_TMP.
 # shellcheck source=../lib/lib.sh
@@ -62,6 +62,10 @@ EXPECTED=(
         /usr/share/polkit-1/actions/org.proxmox.fuseloop.policy
         "$UNIT"
         "$UDEV_RULES"
+        /usr/share/bash-completion/completions/fuseloopctl
+        /usr/share/man/man8/fuseloopd.8
+        /usr/share/man/man1/fuseloopctl.1
+        /usr/share/man/man5/org.proxmox.FuseLoop1.5
 )
 for f in "${EXPECTED[@]}"; do
         [ -f "$DEST$f" ] || fail "$f is not installed"
@@ -89,6 +93,10 @@ same_file "$FUSELOOP_SRC/polkit/org.proxmox.fuseloop.policy" /usr/share/polkit-1
 same_file "$FUSELOOP_BUILD/org.proxmox.FuseLoop1.service" /usr/share/dbus-1/system-services/org.proxmox.FuseLoop1.service
 same_file "$FUSELOOP_BUILD/fuseloopd.service" "$UNIT"
 same_file "$FUSELOOP_SRC/udev/60-fuseloop.rules" "$UDEV_RULES"
+same_file "$FUSELOOP_SRC/completion/fuseloopctl.bash" /usr/share/bash-completion/completions/fuseloopctl
+for p in fuseloopd.8 fuseloopctl.1 org.proxmox.FuseLoop1.5; do
+        same_file "$FUSELOOP_BUILD/man/$p" "/usr/share/man/man${p##*.}/$p"
+done
 same_file "$FUSELOOP_BUILD/fuseloopd" /usr/sbin/fuseloopd
 same_file "$FUSELOOP_BUILD/fuseloopctl" /usr/bin/fuseloopctl
 
