@@ -297,6 +297,9 @@ static const struct {
         { "ReadLatencyP99USec", "t", offsetof(MappingStatus, latency_p99) },
         { "ReadLatencyMaxUSec", "t", offsetof(MappingStatus, latency_max) },
         { "CacheHitRatio", "d", offsetof(MappingStatus, cache_hit_ratio) },
+        { "KernelReadIOs", "t", offsetof(MappingStatus, kernel_read_ios) },
+        { "KernelReadBytes", "t", offsetof(MappingStatus, kernel_read_bytes) },
+        { "KernelInFlight", "u", offsetof(MappingStatus, kernel_in_flight) },
 };
 
 int status_parse(sd_bus_message *reply, MappingStatus *st) {

@@ -74,8 +74,8 @@ static inline void polkit_agent_stopp(pid_t *pid) {
 typedef struct MappingStatus {
         const char *name, *device, *backing_file, *source, *state, *mount_point;
         uint64_t size, offset, created_usec, bytes_read, read_requests, read_errors, timed_out_reads;
-        uint64_t latency_p50, latency_p90, latency_p99, latency_max;
-        uint32_t sector_size, owner_uid, timeout_sec, reads_in_flight;
+        uint64_t latency_p50, latency_p90, latency_p99, latency_max, kernel_read_ios, kernel_read_bytes;
+        uint32_t sector_size, owner_uid, timeout_sec, reads_in_flight, kernel_in_flight;
         int partition_scan, direct_io, stalled, untrusted;
         double cache_hit_ratio;
 } MappingStatus;

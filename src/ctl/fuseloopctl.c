@@ -557,7 +557,7 @@ static bool stable_name_ok(const char *name, const char *device, char *buf, size
 }
 
 static int status_print_json(const char *path, const MappingStatus *st, const char *owner, bool owner_named,
-                             char **parts, const BlockStat *kernel, uint64_t age_usec, const char *link) {
+                             char **parts, uint64_t age_usec, const char *link) {
         _cleanup_(json_object_putp) json_object *obj = json_object_new_object();
         json_object *a, *stats, *lat, *k;
         int r = 0;
@@ -612,20 +612,12 @@ static int status_print_json(const char *path, const MappingStatus *st, const ch
         if (r < 0)
                 return error_errno(r, "out of memory");
 
-        if (!kernel)
-                r = json_add(obj, "kernel", NULL);
-        else {
-                k = json_object_new_object();
-                if (!k || json_add(obj, "kernel", k) < 0)
-                        return error_errno(ENOMEM, "out of memory");
-                r = r ?: json_add_u64(k, "read_ios", kernel->read_ios);
-                r = r ?: json_add_u64(k, "read_merges", kernel->read_merges);
-                r = r ?: json_add_u64(k, "read_sectors", kernel->read_sectors);
-                r = r ?: json_add_u64(k, "read_bytes", kernel->read_sectors * 512);
-                r = r ?: json_add_u64(k, "read_ticks_ms", kernel->read_ticks_ms);
-                r = r ?: json_add_u64(k, "in_flight", kernel->in_flight);
-                r = r ?: json_add_u64(k, "io_ticks_ms", kernel->io_ticks_ms);
-        }
+        k = json_object_new_object();
+        if (!k || json_add(obj, "kernel", k) < 0)
+                return error_errno(ENOMEM, "out of memory");
+        r = r ?: json_add_u64(k, "read_ios", st->kernel_read_ios);
+        r = r ?: json_add_u64(k, "read_bytes", st->kernel_read_bytes);
+        r = r ?: json_add_u64(k, "in_flight", st->kernel_in_flight);
         if (r < 0)
                 return error_errno(r, "out of memory");
 
@@ -646,8 +638,7 @@ static int verb_status(char **args) {
         char size[32], created[64] = "-", age[32], link[PATH_MAX], b1[32], b2[32], b3[32], b4[32];
         uint64_t now = now_usec(CLOCK_REALTIME), age_usec = 0;
         MappingStatus st;
-        BlockStat kernel;
-        bool owner_named, have_kernel, have_link;
+        bool owner_named, have_link;
         int r;
 
         r = bus_connect(&bus);
@@ -671,14 +662,12 @@ static int verb_status(char **args) {
         if (r < 0)
                 return error_errno(r, "out of memory");
 
-        have_kernel = block_stat_read_loop(loop_device_parse_number(empty_to_dash(st.device)), &kernel) >= 0;
         have_link = stable_name_ok(st.name, st.device, link, sizeof(link));
         if (st.created_usec > 0 && now > st.created_usec)
                 age_usec = now - st.created_usec;
 
         if (arg_json != JSON_OFF)
-                return status_print_json(path, &st, owner, owner_named, parts, have_kernel ? &kernel : NULL,
-                                         age_usec, have_link ? link : NULL);
+                return status_print_json(path, &st, owner, owner_named, parts, age_usec, have_link ? link : NULL);
 
         if (st.created_usec > 0) {
                 time_t t = (time_t) (st.created_usec / UINT64_C(1000000));
@@ -734,12 +723,11 @@ static int verb_status(char **args) {
                 printf("Cache hits: %.1f%% of what the loop device read\n", st.cache_hit_ratio * 100.0);
         else
                 printf("Cache hits: -\n");
-        /* The kernel counts from the creation of loopN, over all its attachments. */
-        if (have_kernel)
-                printf("Kernel: %" PRIu64 " reads, %s read, %" PRIu64 " in flight, %" PRIu64
-                       " ms busy (/sys/block/loop%i/stat, since the device was created)\n", kernel.read_ios,
-                       format_bytes(size, sizeof(size), kernel.read_sectors * 512), kernel.in_flight,
-                       kernel.io_ticks_ms, loop_device_parse_number(st.device));
+        /* What the kernel counted for the loop device since it was attached for this mapping. */
+        if (!isempty(st.device))
+                printf("Kernel: %" PRIu64 " reads, %s read, %" PRIu32 " in flight (/sys/block/loop%i/stat)\n",
+                       st.kernel_read_ios, format_bytes(size, sizeof(size), st.kernel_read_bytes),
+                       st.kernel_in_flight, loop_device_parse_number(st.device));
         else
                 printf("Kernel: -\n");
         return 0;

@@ -216,6 +216,18 @@ static int property_get_cache_hit_ratio(sd_bus *bus _unused_, const char *path _
         return sd_bus_message_append(reply, "d", mapping_cache_hit_ratio(m));
 }
 
+static int property_get_kernel(sd_bus *bus _unused_, const char *path _unused_, const char *interface _unused_,
+                               const char *property, sd_bus_message *reply, void *userdata,
+                               sd_bus_error *error _unused_) {
+        BlockStat bs = {};
+
+        /* No device (yet, or any more): nothing counted. */
+        (void) mapping_kernel_stat(userdata, &bs);
+        if (streq(property, "KernelInFlight"))
+                return sd_bus_message_append(reply, "u", (uint32_t) MIN(bs.in_flight, (uint64_t) UINT32_MAX));
+        return sd_bus_message_append(reply, "t", streq(property, "KernelReadIOs") ? bs.read_ios : bs.read_sectors * 512);
+}
+
 static int property_get_stalled(sd_bus *bus _unused_, const char *path _unused_, const char *interface _unused_,
                                 const char *property _unused_, sd_bus_message *reply, void *userdata,
                                 sd_bus_error *error _unused_) {
@@ -257,6 +269,9 @@ static const sd_bus_vtable mapping_vtable[] = {
         SD_BUS_PROPERTY("ReadLatencyP99USec", "t", property_get_read_latency, 0, 0),
         SD_BUS_PROPERTY("ReadLatencyMaxUSec", "t", property_get_read_latency, 0, 0),
         SD_BUS_PROPERTY("CacheHitRatio", "d", property_get_cache_hit_ratio, 0, 0),
+        SD_BUS_PROPERTY("KernelReadIOs", "t", property_get_kernel, 0, 0),
+        SD_BUS_PROPERTY("KernelReadBytes", "t", property_get_kernel, 0, 0),
+        SD_BUS_PROPERTY("KernelInFlight", "u", property_get_kernel, 0, 0),
         SD_BUS_PROPERTY("Timeout", "u", NULL, offsetof(Mapping, options.timeout_sec),
                         SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("Stalled", "b", property_get_stalled, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),

@@ -245,8 +245,8 @@ int loop_device_attach(const char *backing_path, uint32_t block_size, bool direc
 
         for (unsigned attempt = 0;; attempt++) {
                 _cleanup_(closep) int fd = -EBADF;
-                uint64_t seqnum = 0, read_sectors_base = 0;
-                BlockStat st;
+                BlockStat st = {};
+                uint64_t seqnum = 0;
                 int nr;
 
                 if (attempt >= ATTACH_ATTEMPTS)
@@ -268,8 +268,7 @@ int loop_device_attach(const char *backing_path, uint32_t block_size, bool direc
                 (void) uevent_seqnum_read(&seqnum);
                 /* Nobody reads an unbound loop device: what it counts now belongs to earlier
                  * attachments. */
-                if (block_stat_read_loop(nr, &st) >= 0)
-                        read_sectors_base = st.read_sectors;
+                (void) block_stat_read_loop(nr, &st);
 
                 if (ioctl(fd, LOOP_CONFIGURE, &cfg) < 0) {
                         if (errno == EBUSY) {
@@ -284,7 +283,8 @@ int loop_device_attach(const char *backing_path, uint32_t block_size, bool direc
                         char p[128];
 
                         ret->nr = nr;
-                        ret->read_sectors_base = read_sectors_base;
+                        ret->read_ios_base = st.read_ios;
+                        ret->read_sectors_base = st.read_sectors;
                         r = loop_read_diskseq(nr, &ret->diskseq);
                         if (r >= 0) {
                                 _cleanup_(freep) char *s = NULL;

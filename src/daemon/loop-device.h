@@ -13,9 +13,9 @@ typedef struct LoopDevice {
         int nr;
         dev_t devnum;
         uint64_t diskseq;
-        /* The disk's read sectors (/sys/block/loopN/stat) before this attachment: the kernel
-         * counts on across attachments of the same loopN. */
-        uint64_t read_sectors_base;
+        /* The disk's reads and read sectors (/sys/block/loopN/stat) before this attachment: the
+         * kernel counts on across attachments of the same loopN. */
+        uint64_t read_ios_base, read_sectors_base;
 } LoopDevice;
 
 #define LOOP_DEVICE_NULL ((LoopDevice) { .nr = -1 })

@@ -69,16 +69,39 @@ const FuseFileStats *mapping_stats(const Mapping *m) {
         return m->fuse ? fuse_file_get_stats(m->fuse) : &none;
 }
 
+int mapping_kernel_stat(const Mapping *m, BlockStat *ret) {
+        BlockStat bs;
+        int r;
+
+        if (!m->loop_attached)
+                return -ENODEV;
+        r = block_stat_read_loop(m->loop.nr, &bs);
+        if (r < 0)
+                return r;
+
+        /* The bases were read before LOOP_CONFIGURE: the counters only grow from there. */
+        *ret = (BlockStat) {
+                .read_ios = bs.read_ios >= m->loop.read_ios_base ? bs.read_ios - m->loop.read_ios_base : 0,
+                .read_sectors = bs.read_sectors >= m->loop.read_sectors_base ?
+                                bs.read_sectors - m->loop.read_sectors_base : 0,
+                .in_flight = bs.in_flight,
+        };
+        return 0;
+}
+
 double mapping_cache_hit_ratio(const Mapping *m) {
         const FuseFileStats *st = mapping_stats(m);
-        uint64_t kernel_bytes, served;
+        uint64_t kernel_bytes, served, base;
         BlockStat bs;
 
+        /* Counted from the attachment, or for a resumed mapping from the resumption, when our
+         * own counters started again. */
+        base = MAX(m->loop.read_sectors_base, m->cache_sectors_base);
         if (m->direct_io_effective || !m->loop_attached || block_stat_read_loop(m->loop.nr, &bs) < 0 ||
-            bs.read_sectors <= m->loop.read_sectors_base)
+            bs.read_sectors <= base)
                 return -1;
 
-        kernel_bytes = (bs.read_sectors - m->loop.read_sectors_base) * 512;
+        kernel_bytes = (bs.read_sectors - base) * 512;
         served = st->bytes_read;
         /* Readahead may fetch more from us than the loop device asked for: no hits then. */
         if (served >= kernel_bytes)
@@ -607,6 +630,8 @@ static void mapping_store(Mapping *m) {
                 .options = m->options,
                 .loop_nr = m->loop.nr,
                 .loop_diskseq = m->loop.diskseq,
+                .loop_read_ios_base = m->loop.read_ios_base,
+                .loop_read_sectors_base = m->loop.read_sectors_base,
                 .direct_io_effective = m->direct_io_effective,
                 .source_read_async = m->source_read_async,
                 .caller = m->caller,
@@ -1146,11 +1171,13 @@ int mapping_resume(Manager *manager, StoredMapping *s) {
         m->caller = TAKE_PTR(rec.caller);
         m->source_description = TAKE_PTR(rec.source_description);
         m->loop = loop;
+        m->loop.read_ios_base = rec.loop_read_ios_base;
+        m->loop.read_sectors_base = rec.loop_read_sectors_base;
         m->loop_attached = true;
         m->job.run_file_created = true;  /* the file is ours, and so is a mount on it */
         /* Our counters start from zero again, so the cache hit ratio counts from here too. */
         if (block_stat_read_loop(loop.nr, &bs) >= 0)
-                m->loop.read_sectors_base = bs.read_sectors;
+                m->cache_sectors_base = bs.read_sectors;
 
         r = source_fd_new(manager->ring, s->fds[FD_STORE_SOURCE], m->options.offset + m->options.size,
                           m->source_read_async, m->source_description, &m->source);

@@ -14,6 +14,7 @@
 #include "manager.h"
 #include "options.h"
 #include "source.h"
+#include "util.h"
 
 typedef enum MappingState {
         MAPPING_ATTACHING,
@@ -68,6 +69,7 @@ struct Mapping {
         FuseFile *fuse;
         LoopDevice loop;
         bool loop_attached;
+        uint64_t cache_sectors_base;  /* a resumed mapping's read sectors when it was resumed */
 
         /* Written only by the running job (workers), read by its done callback. */
         struct {
@@ -155,6 +157,11 @@ const FuseFileStats *mapping_stats(const Mapping *m);
  * page cache of the FUSE file answered without asking us; -1 when that means nothing: direct I/O
  * bypasses that cache, or nothing was read yet. Reads sysfs, never the FUSE file. */
 double mapping_cache_hit_ratio(const Mapping *m);
+
+/* The kernel's counters of the mapping's loop device (/sys/block/loopN/stat) for this attachment
+ * only: reads and read sectors since LOOP_CONFIGURE, and the requests in flight. Reads sysfs,
+ * never the FUSE file. Returns 0, or -ENODEV (no device) or another -errno. */
+int mapping_kernel_stat(const Mapping *m, BlockStat *ret);
 
 /* Messages about a mapping: "Mapping '<name>': ..." and, in the journal, MAPPING= and DEVICE=. */
 #define log_mapping_full_errno(m, level, error, fmt, ...)                                        \

@@ -102,6 +102,8 @@ int restart_record_format(const RestartRecord *r, char **ret_text, size_t *ret_l
         writer_string(&w, "source", r->source_description);
         writer_printf(&w, "loop=%i\n", r->loop_nr);
         writer_printf(&w, "diskseq=%" PRIu64 "\n", r->loop_diskseq);
+        writer_printf(&w, "read-ios-base=%" PRIu64 "\n", r->loop_read_ios_base);
+        writer_printf(&w, "read-sectors-base=%" PRIu64 "\n", r->loop_read_sectors_base);
         writer_printf(&w, "dio=%i\n", r->direct_io_effective);
         writer_printf(&w, "source-async=%i\n", r->source_read_async);
         writer_string(&w, "caller", r->caller);
@@ -222,8 +224,8 @@ static bool fuse_init_is_valid(const uint8_t *b, size_t n) {
 }
 
 static const char *const record_keys[] = {
-        "name", "owner", "created", "uri-path", "source", "loop", "diskseq", "dio", "source-async", "caller",
-        "fuse-init",
+        "name", "owner", "created", "uri-path", "source", "loop", "diskseq", "read-ios-base", "read-sectors-base",
+        "dio", "source-async", "caller", "fuse-init",
 };
 
 static int parse_u64(const char *key, const char *v, uint64_t max, uint64_t *ret, char *errbuf, size_t errlen) {
@@ -320,7 +322,11 @@ static int parse_line(RestartRecord *r, const char *key, const char *raw, size_t
                 k = parse_u64(key, v, UINT64_MAX, &r->loop_diskseq, errbuf, errlen);
                 if (k >= 0 && r->loop_diskseq == 0)
                         k = fail(errbuf, errlen, "'diskseq' must not be 0");
-        } else if (streq(key, "dio"))
+        } else if (streq(key, "read-ios-base"))
+                k = parse_u64(key, v, UINT64_MAX, &r->loop_read_ios_base, errbuf, errlen);
+        else if (streq(key, "read-sectors-base"))
+                k = parse_u64(key, v, UINT64_MAX, &r->loop_read_sectors_base, errbuf, errlen);
+        else if (streq(key, "dio"))
                 k = parse_bool(key, v, &r->direct_io_effective, errbuf, errlen);
         else if (streq(key, "source-async"))
                 k = parse_bool(key, v, &r->source_read_async, errbuf, errlen);
@@ -416,7 +422,9 @@ int restart_record_parse(const char *text, size_t len, RestartRecord *ret, char 
 
         /* Required: every key but the optional ones, and the mapping's extent. */
         for (size_t i = 0; i < ELEMENTSOF(record_keys); i++) {
-                if (streq(record_keys[i], "uri-path") || streq(record_keys[i], "caller"))
+                /* The bases came later: a record of an earlier version has none (they are 0). */
+                if (streq(record_keys[i], "uri-path") || streq(record_keys[i], "caller") ||
+                    streq(record_keys[i], "read-ios-base") || streq(record_keys[i], "read-sectors-base"))
                         continue;
                 if (!key_seen(seen, n_seen, record_keys[i])) {
                         k = fail(errbuf, errlen, "the record lacks '%s'", record_keys[i]);

@@ -28,6 +28,7 @@ typedef struct RestartRecord {
         MapOptions options;        /* resolved: size is set */
         int loop_nr;
         uint64_t loop_diskseq;     /* the attachment: changes with every LOOP_CONFIGURE */
+        uint64_t loop_read_ios_base, loop_read_sectors_base;  /* see LoopDevice */
         bool direct_io_effective;
         bool source_read_async;    /* reads of the source always go to io_uring's workers */
         char *caller;              /* bind-to-caller: the caller's unique bus name, or NULL */

@@ -49,6 +49,8 @@ static void fill(RestartRecord *r, uint8_t *init) {
         r->caller = strdup(":1.42");
         r->loop_nr = 7;
         r->loop_diskseq = 123;
+        r->loop_read_ios_base = 4711;
+        r->loop_read_sectors_base = 1ULL << 40;
         r->direct_io_effective = true;
         r->source_read_async = true;
         r->fuse_init = init;
@@ -84,6 +86,9 @@ static void test_round_trip(void) {
         CHECK(b.options.partition_scan && b.options.bind_to_caller && !b.options.direct_io, "%s", "flags");
         CHECK_INT_EQ(b.loop_nr, 7);
         CHECK_INT_EQ(b.loop_diskseq, 123);
+        CHECK_INT_EQ(b.loop_read_ios_base, 4711);
+        CHECK(b.loop_read_sectors_base == 1ULL << 40, "read-sectors-base %llu",
+              (unsigned long long) b.loop_read_sectors_base);
         CHECK(b.direct_io_effective, "%s", "dio");
         CHECK(b.source_read_async, "%s", "source-async");
         CHECK(b.fuse_init_size == a.fuse_init_size && memcmp(b.fuse_init, init, a.fuse_init_size) == 0,
@@ -161,6 +166,10 @@ static void test_refused(void) {
                 { "dio", "dio=1\nprotocol=nbd+unknown" },
                 { "created", "created=1\nunknown-key=1" },
                 { "dio", "dio=1\ndio=1" },               /* twice */
+                { "read-ios-base", "read-ios-base=-1" },
+                { "read-sectors-base", "read-sectors-base=1x" },
+                { "untrusted", "untrusted=2" },
+                { "untrusted", "untrusted=1\nmount-point=relative" },
         };
         uint8_t init[RESTART_RECORD_INIT_MAX];
         RestartRecord a, b;
@@ -187,6 +196,22 @@ static void test_refused(void) {
                 memcpy(t, text, n);
                 CHECK_INT_EQ(restart_record_parse(t, n, &b, err, sizeof(err)), -EINVAL);
                 free(t);
+        }
+
+        /* A record of the version before the counter bases and the untrusted and mount-point
+         * options: still resumed, with what it lacks as 0 or unset. */
+        {
+                char *t1 = edit(text, "read-ios-base", NULL), *t2 = edit(t1, "read-sectors-base", NULL);
+                char *t3 = edit(t2, "untrusted", NULL), *t4 = edit(t3, "mount-point", NULL);
+
+                CHECK_INT_EQ(restart_record_parse(t4, strlen(t4), &b, err, sizeof(err)), 0);
+                CHECK(b.loop_read_ios_base == 0 && b.loop_read_sectors_base == 0 && !b.options.untrusted &&
+                      !b.options.mount_point, "%s", "an earlier version's record");
+                restart_record_done(&b);
+                free(t1);
+                free(t2);
+                free(t3);
+                free(t4);
         }
 
         /* Another version. */
