@@ -25,7 +25,7 @@ TEST_LOCK=/run/fuseloop-test.lock                   # taken by tests/lib/lib.sh 
 export DBUS_SYSTEM_BUS_ADDRESS=unix:path=/run/dbus/system_bus_socket
 
 PKGS=(meson ninja-build pkg-config gcc libc6-dev libfuse3-dev fuse3 libsystemd-dev libudev-dev
-      liburing-dev udev systemd dbus polkitd util-linux fdisk e2fsprogs)
+      liburing-dev libblkid-dev libjson-c-dev scdoc udev systemd dbus polkitd util-linux fdisk e2fsprogs)
 
 step_no=0
 step() { step_no=$(( step_no + 1 )); printf '\n==> %d. %s\n' "$step_no" "$*"; }
@@ -242,9 +242,12 @@ run mke2fs -q -F -t ext4 -L demo-data -d "$content" -E offset=$(( part_start * 5
     "$img" "$(( part_sectors / 2 ))k"
 run sfdisk -l "$img"
 
-step "Map the image (fuseloopctl map --partscan)"
+step "Map the image and mount its partition read-only (fuseloopctl map --mount)"
+mnt=$tmp/mnt
+mkdir -p "$mnt"
 map_tried=1
-run "$BUILD/fuseloopctl" map --partscan "$NAME" "$img" | tee "$tmp/map.out"
+run "$BUILD/fuseloopctl" map --mount "$mnt" "$NAME" "$img" | tee "$tmp/map.out"
+mountpoint -q "$mnt" && mounted=1
 dev=$(grep -Eo '^/dev/loop[0-9]+$' "$tmp/map.out" | tail -n 1 || true)
 if [ -z "$dev" ]; then
     dev=$(busctl --system get-property "$BUS_NAME" "$MAPPING_PATH" \
@@ -253,18 +256,17 @@ fi
 [ -b "$dev" ] || die "no loop device for mapping $NAME (got '$dev')"
 part=${dev}p1
 [ -b "$part" ] || { lsblk "$dev" || true; die "$part is missing although Map returned"; }
-echo "device: $dev, partition: $part"
+[ "$mounted" = 1 ] || die "$mnt is not mounted although map --mount succeeded"
+echo "device: $dev, partition: $part, mounted at $mnt"
+# The udev rules give stable names; they exist once map returned.
+run ls -l "/dev/fuseloop/$NAME" "/dev/fuseloop/$NAME-part1"
 
 step "List the mappings and show this one"
 run "$BUILD/fuseloopctl" list
-run "$BUILD/fuseloopctl" status "$NAME"
+run "$BUILD/fuseloopctl" list --json=pretty
 run losetup -l "$dev"
 
-step "Mount the partition read-only and look inside"
-mnt=$tmp/mnt
-mkdir -p "$mnt"
-run mount -o ro "$part" "$mnt"
-mounted=1
+step "Look inside"
 run ls -l "$mnt" "$mnt/notes"
 run cat "$mnt/hello.txt"
 run findmnt "$mnt"
@@ -272,3 +274,11 @@ run lsblk -o NAME,SIZE,RO,TYPE,FSTYPE,LABEL,MOUNTPOINTS "$dev"
 
 step "Status after reading (counters)"
 run "$BUILD/fuseloopctl" status "$NAME"
+
+step "Unmap: fuseloopctl unmounts $mnt first, then the daemon detaches $dev"
+run "$BUILD/fuseloopctl" unmap "$NAME"
+mountpoint -q "$mnt" && die "$mnt is still mounted after unmap"
+mounted=0
+map_tried=0
+[ ! -e "/dev/fuseloop/$NAME" ] || die "/dev/fuseloop/$NAME is still there after unmap"
+run "$BUILD/fuseloopctl" list
