@@ -87,15 +87,17 @@ static bool log_journal(int level, int error, const char *mapping, const char *d
         return sd_journal_sendv(iov, (int) n) >= 0;
 }
 
-static int log_dispatch(int level, int error, const char *mapping, const char *device, const char *fmt,
-                        va_list ap) {
+int log_object_internal(int level, int error, const char *mapping, const char *device, const char *fmt, ...) {
         static int journal = -1;  /* decided at the first message: stderr does not change */
         char buf[2048];
         int saved = errno;
+        va_list ap;
 
         /* %m must print the error we were given, not whatever errno happens to be. */
         errno = error;
+        va_start(ap, fmt);
         (void) vsnprintf(buf, sizeof(buf), fmt, ap);
+        va_end(ap);
         errno = saved;
 
         if (journal < 0)
@@ -112,24 +114,4 @@ static int log_dispatch(int level, int error, const char *mapping, const char *d
                 (void) fprintf(stderr, "%s%s\n", level <= LOG_ERR ? "error: " :
                                level == LOG_WARNING ? "warning: " : "", buf);
         return -error;
-}
-
-int log_internal(int level, int error, const char *fmt, ...) {
-        va_list ap;
-        int r;
-
-        va_start(ap, fmt);
-        r = log_dispatch(level, error, NULL, NULL, fmt, ap);
-        va_end(ap);
-        return r;
-}
-
-int log_object_internal(int level, int error, const char *mapping, const char *device, const char *fmt, ...) {
-        va_list ap;
-        int r;
-
-        va_start(ap, fmt);
-        r = log_dispatch(level, error, mapping, device, fmt, ap);
-        va_end(ap);
-        return r;
 }

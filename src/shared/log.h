@@ -15,12 +15,9 @@ int log_level_from_string(const char *s);
 
 /* Writes one message; returns -abs(error) (or 0 when error is 0) so callers can return it. %m
  * prints strerror(error). When stderr is the journal (we run as a systemd service), the message
- * goes to the journal natively, with PRIORITY, SYSLOG_IDENTIFIER and ERRNO fields; otherwise it is
- * a plain line on stderr. */
-int log_internal(int level, int error, const char *fmt, ...) _printf_(3, 4);
-
-/* The same for a message about a mapping: in the journal it carries MAPPING=mapping and, unless
- * device is NULL or empty, DEVICE=device. */
+ * goes to the journal natively, with PRIORITY, SYSLOG_IDENTIFIER and ERRNO fields, and for a
+ * message about a mapping (mapping not NULL) MAPPING=mapping and, unless device is NULL or empty,
+ * DEVICE=device; otherwise it is a plain line on stderr. */
 int log_object_internal(int level, int error, const char *mapping, const char *device, const char *fmt, ...)
         _printf_(5, 6);
 
@@ -30,7 +27,7 @@ bool log_stderr_is_journal(void);
 #define log_full_errno(level, error, ...)                                                       \
         ({                                                                                      \
                 int _e = (error) < 0 ? -(error) : (error);                                      \
-                (level) <= log_max_level ? log_internal((level), _e, __VA_ARGS__) : -_e;        \
+                (level) <= log_max_level ? log_object_internal((level), _e, NULL, NULL, __VA_ARGS__) : -_e; \
         })
 
 #define log_object_full_errno(level, error, mapping, device, ...)                                \
