@@ -70,6 +70,8 @@ grep -q '"MESSAGE":"fuseloopd .* ready on ' "$FL_TMP/all.json" || fail "no start
 ! grep '"MESSAGE":"fuseloopd .* ready on ' "$FL_TMP/all.json" | grep -q '"MAPPING"' ||
         fail "the start-up message carries a MAPPING field"
 stop_daemon TERM
+# Its stderr was the journal: a sanitizer report would be there, so judge by the exit status.
+assert_eq 0 "$FL_DAEMON_STATUS" "exit status of the daemon that logged to the journal"
 [ ! -s "$FL_DAEMON_LOG" ] || ! grep -q "Mapping '$NAME'" "$FL_DAEMON_LOG" ||
         fail "messages went to the plain log although the journal took them"
 
@@ -80,6 +82,7 @@ start_daemon
 DEV=$(ctl_map "$NAME2" "$FL_TMP/data.bin")
 ctl unmap "$NAME2"
 stop_daemon TERM
+assert_eq 0 "$FL_DAEMON_STATUS" "exit status of the daemon that logged to a file"
 grep -q "^Mapping '$NAME2': $DEV is active" "$FL_DAEMON_LOG" || fail "no plain 'is active' line in $FL_DAEMON_LOG"
 ! grep -qE '^<[0-7]>' "$FL_DAEMON_LOG" || fail "priority prefixes in a plain log: $(grep -E '^<[0-7]>' "$FL_DAEMON_LOG" | head -3)"
 ! grep -q 'MAPPING=' "$FL_DAEMON_LOG" || fail "journal fields in a plain log"
