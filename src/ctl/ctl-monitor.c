@@ -274,8 +274,10 @@ int verb_wait(char **args) {
         uint64_t deadline = UINT64_MAX;
         int r;
 
-        if (!mapping_name_is_valid(name))
+        if (!mapping_name_is_valid(name)) {
+                exit_code_set(EXIT_USAGE);
                 return error_errno(EINVAL, "'%s' is not a valid mapping name", name);
+        }
 
         r = sd_bus_path_encode(FUSELOOP_MAPPING_PATH_PREFIX, name, &path);
         if (r < 0)

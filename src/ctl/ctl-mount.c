@@ -101,7 +101,7 @@ static int mounted_at(const char *dir, char set[][32], size_t n) {
         return found;
 }
 
-int unmount_mapping(const char *device, const char *dir) {
+int unmount_mapping(const char *device, const char *dir, bool lazy) {
         _cleanup_(strv_freep) char **parts = NULL;
         char set[64][32];
         size_t n = 0;
@@ -124,7 +124,9 @@ int unmount_mapping(const char *device, const char *dir) {
                 if (r == 0)
                         return k > 0;
 
-                if (umount2(dir, UMOUNT_NOFOLLOW) < 0) {
+                /* Lazily, the mount point goes at once and the file system when its last file
+                 * is closed, like the device of a lazy unmap. */
+                if (umount2(dir, UMOUNT_NOFOLLOW | (lazy ? MNT_DETACH : 0)) < 0) {
                         r = -errno;
                         if (r == -EBUSY) {
                                 exit_code_set(EXIT_BUSY);

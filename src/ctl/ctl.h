@@ -130,10 +130,10 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(json_object *, json_object_put)
 /* Mounts device read-only at dir with mount(8). Returns 0 or -errno after reporting it. */
 int mount_device(const char *device, const char *dir);
 
-/* If dir is a mount point of device or one of its partitions, unmounts it. Returns 1 when it
- * unmounted, 0 when there was nothing to unmount, or -errno after reporting it (-EBUSY sets exit
- * code 5). */
-int unmount_mapping(const char *device, const char *dir);
+/* If dir is a mount point of device or one of its partitions, unmounts it (lazily: detaches it,
+ * see umount2(2)). Returns 1 when it unmounted, 0 when there was nothing to unmount, or -errno
+ * after reporting it (-EBUSY sets exit code 5). */
+int unmount_mapping(const char *device, const char *dir, bool lazy);
 
 /* monitor and wait (ctl-monitor.c). */
 int verb_monitor(char **args);

@@ -203,7 +203,7 @@ static int hold_until_signal(sd_bus *bus, const char *device) {
         /* Closing the connection (on return) is what unmaps; a mount of ours would keep the device
          * busy, so it goes first. */
         (void) bus;
-        if (arg_mount && unmount_mapping(device, arg_mount) < 0)
+        if (arg_mount && unmount_mapping(device, arg_mount, false) < 0)
                 return -EBUSY;
         return 0;
 }
@@ -334,7 +334,7 @@ static int verb_unmap(char **args) {
         if (r < 0)
                 return r;
         if (!isempty(st.mount_point) && !isempty(st.device)) {
-                r = unmount_mapping(st.device, st.mount_point);
+                r = unmount_mapping(st.device, st.mount_point, arg_given & ARG_BIT(ARG_LAZY));
                 if (r < 0)
                         return r;
         }

@@ -109,5 +109,5 @@ assert_eq 6 "$rc" "exit status of a wait that timed out ($(cat "$FL_TMP/out"))"
 assert_contains "$(cat "$FL_TMP/out")" "'never' did not become active within 1 s" "message"
 [ $((T1 - T0)) -ge 900 ] || fail "wait --timeout 1 gave up after $((T1 - T0)) ms"
 rc=0; ctl wait 'bad/name' >/dev/null 2>&1 || rc=$?
-assert_eq 1 "$rc" "wait for an invalid name"
+assert_eq 2 "$rc" "wait for an invalid name"
 assert_nothing_mapped

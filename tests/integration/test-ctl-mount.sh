@@ -2,7 +2,8 @@
 # test-ctl-mount: "fuseloopctl map --mount DIR" mounts the first partition (or the one --partition
 # names, or the whole device when there is no partition table) read-only, and records DIR in the
 # mapping; "unmap" unmounts it first, also when given the device; a busy mount keeps the mapping
-# (exit code 5) and changes nothing; a mount that fails leaves no mapping behind.
+# (exit code 5) and changes nothing, unless --lazy: then the mount point goes at once and the
+# mapping once the last file is closed; a mount that fails leaves no mapping behind.
 # shellcheck source=../lib/lib.sh
 . "$(dirname "$0")/../lib/lib.sh"
 
@@ -45,20 +46,30 @@ assert_eq 5 "$rc" "exit status of unmap of a busy mount ($(cat "$FL_TMP/out"))"
 assert_contains "$(cat "$FL_TMP/out")" "'$FL_TMP/m1' is busy" "message"
 assert_eq "${DEV}p1" "$(mounted_from "$FL_TMP/m1")" "mount after a refused unmap"
 assert_eq active "$(get_prop gpt State)" "State after a refused unmap"
-exec 7<&-
 
-step "unmap unmounts first (by name and by device)"
-ctl unmap gpt
-assert_eq "" "$(mounted_from "$FL_TMP/m1")" "mount at m1 after unmap"
+step "unmap --lazy of the busy mount: the mount point goes at once, the mapping once the file is closed"
+rc=0; ctl unmap --lazy gpt >"$FL_TMP/out" 2>&1 || rc=$?
+assert_eq 0 "$rc" "exit status of unmap --lazy ($(cat "$FL_TMP/out"))"
+assert_eq "" "$(mounted_from "$FL_TMP/m1")" "mount at m1 after unmap --lazy"
+mapping_listed gpt || fail "the mapping went while a file of its file system was open"
+assert_eq "$(cat "$FL_TMP/tree1/sub/deeper/hello.txt")" "$(cat <&7)" "the open file, read after unmap --lazy"
+exec 7<&-
+wait_for 20 "the mapping to go once the file was closed" mapping_not_listed gpt
 assert_nothing_left gpt
+
+step "unmap unmounts first (by device and by name)"
 ctl unmap "$DEV2"
 assert_eq "" "$(mounted_from "$FL_TMP/m2")" "mount at m2 after unmap of $DEV2"
 assert_nothing_left gpt2
+ctl unmap plain
+assert_eq "" "$(mounted_from "$FL_TMP/m3")" "mount at m3 after unmap of plain"
+assert_nothing_left plain
 
 step "a mount point unmounted by hand meanwhile: unmap just unmaps"
+ctl_map --mount "$FL_TMP/m3" byhand "$FL_TMP/fs.img" >/dev/null
 umount "$FL_TMP/m3"
-ctl unmap plain
-assert_nothing_left plain
+ctl unmap byhand
+assert_nothing_left byhand
 
 step "something else mounted at the recorded place is left alone"
 DEV4=$(ctl_map --mount "$FL_TMP/m4" other "$FL_TMP/fs.img")
