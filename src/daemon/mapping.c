@@ -955,8 +955,8 @@ static void mapping_fail(Mapping *m, const char *error_name, const char *fmt, ..
         if (m->published)
                 log_mapping_error(m, "%s", msg ?: error_name);
         else
-                (void) log_object_full_errno(LOG_INFO, 0, m->name, mapping_device(m, dev, sizeof(dev)),
-                                             "Mapping '%s' not created: %s", m->name, msg ?: error_name);
+                (void) log_mapping_name_full_errno(m->name, mapping_device(m, dev, sizeof(dev)), LOG_INFO, 0,
+                                                   "not created: %s", msg ?: error_name);
 
         if (!m->remove_reason)
                 m->remove_reason = FUSELOOP_REASON_FAILED;
@@ -1125,10 +1125,12 @@ static int stored_mapping_read_record(Manager *manager, StoredMapping *s, Restar
                 return log_error_errno(r, "Stored mapping %" PRIu64 ": bad record: %s; cleaning it up.", s->diskseq, err);
 
         if (rec->loop_diskseq != s->diskseq)
-                return log_error_errno(EINVAL, "Stored mapping '%s': its record names disk sequence number %" PRIu64
-                                       ", its fds %" PRIu64 "; cleaning it up.", rec->name, rec->loop_diskseq, s->diskseq);
+                return log_mapping_name_full_errno(rec->name, NULL, LOG_ERR, EINVAL, "cannot be resumed: its record "
+                                                   "names disk sequence number %" PRIu64 ", its fds %" PRIu64
+                                                   "; cleaning it up.", rec->loop_diskseq, s->diskseq);
         if (manager_find_mapping(manager, rec->name))
-                return log_error_errno(EEXIST, "Stored mapping '%s' is there twice; cleaning up the second.", rec->name);
+                return log_mapping_name_full_errno(rec->name, NULL, LOG_ERR, EEXIST,
+                                                   "is stored twice; cleaning up the second.");
         return 0;
 }
 
@@ -1149,22 +1151,19 @@ int mapping_resume(Manager *manager, StoredMapping *s) {
 
         r = loop_device_find_attached(rec.loop_nr, rec.loop_diskseq, &loop);
         if (r < 0)
-                return log_object_full_errno(LOG_ERR, r, rec.name, dev, "Mapping '%s' cannot be resumed: %s is no "
-                                             "longer the device it was attached as (%m); cleaning it up.", rec.name,
-                                             dev);
+                return log_mapping_name_full_errno(rec.name, dev, LOG_ERR, r, "cannot be resumed: %s is no longer "
+                                                   "the device it was attached as (%m); cleaning it up.", dev);
 
         /* The type only, from the inode as cached: the source may be a file of ours, which
          * nobody answers yet. */
         if (statx(s->fds[FD_STORE_SOURCE], "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_TYPE, &stx) < 0 ||
             !(S_ISREG(stx.stx_mode) || S_ISBLK(stx.stx_mode)))
-                return log_object_full_errno(LOG_ERR, EBADF, rec.name, dev, "Mapping '%s' cannot be resumed: its "
-                                             "stored source is not a regular file or block device; cleaning it up.",
-                                             rec.name);
+                return log_mapping_name_full_errno(rec.name, dev, LOG_ERR, EBADF, "cannot be resumed: its stored "
+                                                   "source is not a regular file or block device; cleaning it up.");
 
         r = mapping_new(manager, rec.name, -EBADF, rec.uri_path, &rec.options, rec.owner_uid, &m);
         if (r < 0)
-                return log_object_full_errno(LOG_ERR, r, rec.name, dev, "Mapping '%s' cannot be resumed: %m",
-                                             rec.name);
+                return log_mapping_name_full_errno(rec.name, dev, LOG_ERR, r, "cannot be resumed: %m");
         m->created_usec = rec.created_usec;
         m->direct_io_effective = rec.direct_io_effective;
         m->source_read_async = rec.source_read_async;
@@ -1218,8 +1217,8 @@ int mapping_resume(Manager *manager, StoredMapping *s) {
         return 0;
 
 fail:
-        (void) log_object_full_errno(LOG_ERR, r, m->name, mapping_device(m, dev, sizeof(dev)),
-                                     "Mapping '%s' cannot be resumed: %m; cleaning it up.", m->name);
+        (void) log_mapping_name_full_errno(m->name, mapping_device(m, dev, sizeof(dev)), LOG_ERR, r,
+                                           "cannot be resumed: %m; cleaning it up.");
         /* Its loop device and run file are not kept: the start-up clean-up takes them. */
         m->loop_attached = false;
         m->job.run_file_created = false;

@@ -181,5 +181,15 @@ int mapping_kernel_stat(const Mapping *m, BlockStat *ret);
 #define log_mapping_warning_errno(m, e, ...) log_mapping_full_errno(m, LOG_WARNING, e, __VA_ARGS__)
 #define log_mapping_error_errno(m, e, ...)   log_mapping_full_errno(m, LOG_ERR, e, __VA_ARGS__)
 
+/* The same for a mapping known only by its name and device (NULL or "" when none): before its
+ * Mapping exists, or where the message is not "Mapping '<name>': ..." but "Mapping '<name>' " fmt
+ * ("... cannot be resumed: ..."). Returns -abs(error), like log_full_errno(). */
+#define log_mapping_name_full_errno(name, device, level, error, fmt, ...)                        \
+        ({                                                                                      \
+                const char *_n = (name);                                                        \
+                log_object_full_errno((level), (error), _n, (device), "Mapping '%s' " fmt, _n,    \
+                                      ##__VA_ARGS__);                                           \
+        })
+
 /* Emits PropertiesChanged for State (published mappings only). */
 void mapping_emit_state(Mapping *m);

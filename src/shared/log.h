@@ -15,11 +15,12 @@ int log_level_from_string(const char *s);
 
 /* Writes one message; returns -abs(error) (or 0 when error is 0) so callers can return it. %m
  * prints strerror(error). When stderr is the journal (we run as a systemd service), the message
- * goes to the journal natively, with PRIORITY, SYSLOG_IDENTIFIER and ERRNO fields, and for a
- * message about a mapping (mapping not NULL) MAPPING=mapping and, unless device is NULL or empty,
+ * goes to the journal natively, with PRIORITY, SYSLOG_IDENTIFIER, ERRNO (when error is not 0) and
+ * CODE_FILE, CODE_LINE, CODE_FUNC (the caller's, from the macros below) fields, and for a message
+ * about a mapping (mapping not NULL) MAPPING=mapping and, unless device is NULL or empty,
  * DEVICE=device; otherwise it is a plain line on stderr. */
-int log_object_internal(int level, int error, const char *mapping, const char *device, const char *fmt, ...)
-        _printf_(5, 6);
+int log_object_internal(int level, int error, const char *file, int line, const char *func,
+                        const char *mapping, const char *device, const char *fmt, ...) _printf_(8, 9);
 
 /* Whether stderr is a journal stream: JOURNAL_STREAM names its device and inode. */
 bool log_stderr_is_journal(void);
@@ -27,13 +28,15 @@ bool log_stderr_is_journal(void);
 #define log_full_errno(level, error, ...)                                                       \
         ({                                                                                      \
                 int _e = (error) < 0 ? -(error) : (error);                                      \
-                (level) <= log_max_level ? log_object_internal((level), _e, NULL, NULL, __VA_ARGS__) : -_e; \
+                (level) <= log_max_level ? log_object_internal((level), _e, __FILE__, __LINE__, __func__, \
+                                                               NULL, NULL, __VA_ARGS__) : -_e;   \
         })
 
 #define log_object_full_errno(level, error, mapping, device, ...)                                \
         ({                                                                                      \
                 int _e = (error) < 0 ? -(error) : (error);                                      \
-                (level) <= log_max_level ? log_object_internal((level), _e, (mapping), (device),  \
+                (level) <= log_max_level ? log_object_internal((level), _e, __FILE__, __LINE__, __func__, \
+                                                               (mapping), (device),              \
                                                                __VA_ARGS__) : -_e;               \
         })
 

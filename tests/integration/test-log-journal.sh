@@ -4,7 +4,8 @@
 # mapping carries MAPPING=<name> and DEVICE=/dev/loopN (also those of its FUSE session, e.g. a
 # failed source read, which carries ERRNO=5), with PRIORITY and SYSLOG_IDENTIFIER, so that
 # "journalctl MAPPING=<name>" shows a mapping's life. With stderr a plain file the same daemon
-# writes plain lines: no "<N>" prefixes, the name in the text.
+# writes plain lines: no "<N>" prefixes, the name in the text. With stderr a journal stream but
+# journald out of reach (its socket hidden), it falls back to "<N>" lines on that stream.
 # shellcheck source=../lib/lib.sh
 . "$(dirname "$0")/../lib/lib.sh"
 
@@ -61,6 +62,10 @@ check_entries "$PID" "all(x.get('DEVICE') == '$DEV' for x in e if 'is active' in
 check_entries "$PID" 'all(x.get("SYSLOG_IDENTIFIER") == "fuseloopd" and x.get("_TRANSPORT") == "journal" for x in e)' \
         "entries not sent natively by fuseloopd"
 check_entries "$PID" 'all(x.get("PRIORITY") == "6" for x in e if "is active" in x["MESSAGE"])' "PRIORITY of 'is active' is not 6 (info)"
+# Where in the source each message was written, relative to the source root.
+check_entries "$PID" 'all(x.get("CODE_FILE", "").startswith("src/daemon/") and x.get("CODE_LINE", "").isdigit() and x.get("CODE_FUNC") for x in e)' \
+        "an entry without CODE_FILE=src/daemon/..., CODE_LINE or CODE_FUNC"
+check_entries "$PID" 'any(x.get("CODE_FILE") == "src/daemon/fuse-file.c" for x in e)' "no entry from the FUSE session's code"
 # The FUSE session's message about the failed read: debug, the errno, and the device too.
 check_entries "$PID" "any('source read failed' in x['MESSAGE'] and x.get('ERRNO') == '5' and x.get('PRIORITY') == '7' and x.get('DEVICE') == '$DEV' for x in e)" \
         "no debug entry for the failed read with ERRNO=5 and DEVICE=$DEV"
@@ -85,5 +90,22 @@ stop_daemon TERM
 assert_eq 0 "$FL_DAEMON_STATUS" "exit status of the daemon that logged to a file"
 grep -q "^Mapping '$NAME2': $DEV is active" "$FL_DAEMON_LOG" || fail "no plain 'is active' line in $FL_DAEMON_LOG"
 ! grep -qE '^<[0-7]>' "$FL_DAEMON_LOG" || fail "priority prefixes in a plain log: $(grep -E '^<[0-7]>' "$FL_DAEMON_LOG" | head -3)"
-! grep -q 'MAPPING=' "$FL_DAEMON_LOG" || fail "journal fields in a plain log"
+! grep -qE '(MAPPING|DEVICE|PRIORITY|CODE_FILE|SYSLOG_IDENTIFIER)=' "$FL_DAEMON_LOG" || fail "journal fields in a plain log"
+# Text only: no NUL bytes or other control characters of the journal's binary field format.
+[ "$(tr -d '\n\t\040-\176' <"$FL_DAEMON_LOG" | wc -c)" = 0 ] ||
+        fail "control or binary bytes in a plain log: $(tr -d '\n\t\040-\176' <"$FL_DAEMON_LOG" | od -c | head -3)"
+
+step "stderr a journal stream, journald out of reach: '<N>' lines on the stream"
+# A mount namespace of its own whose /run/systemd/journal is empty: sd_journal_sendv() finds no
+# socket. JOURNAL_STREAM names the log file, which stands in for the stream here.
+# shellcheck disable=SC2016 # expanded by that sh
+FL_DAEMON_WRAPPER=(unshare --mount --propagation slave sh -c \
+        'mount -t tmpfs -o size=64k,mode=0755 tmpfs /run/systemd/journal && JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2) && export JOURNAL_STREAM && exec "$@"' sh)
+SEEN=$(wc -l <"$FL_DAEMON_LOG")
+start_daemon
+stop_daemon TERM
+assert_eq 0 "$FL_DAEMON_STATUS" "exit status of the daemon that could not reach journald"
+tail -n +$((SEEN + 1)) "$FL_DAEMON_LOG" >"$FL_TMP/fallback.log"
+grep -qE '^<6>fuseloopd .* ready on ' "$FL_TMP/fallback.log" || fail "no '<6>' start-up line on the stream in $FL_DAEMON_LOG"
+! grep -qE '^(error|warning): ' "$FL_TMP/fallback.log" || fail "plain-file words on a journal stream"
 assert_nothing_mapped

@@ -447,6 +447,44 @@ static void test_log_stderr_is_journal(void) {
         (void) unlink(path);
 }
 
+/* Not the journal: plain lines on stderr, a word for errors and warnings, the mapping named in
+ * the text only, nothing below the level; errno is left alone and -error returned. */
+static void test_log_plain(void) {
+        char path[] = "/tmp/test-util-log.XXXXXX", buf[512] = "";
+        int fd, saved, r;
+        ssize_t n;
+
+        fd = mkstemp(path);
+        CHECK(fd >= 0, "mkstemp: %s", strerror(errno));
+        if (fd < 0)
+                return;
+        saved = dup(STDERR_FILENO);
+        CHECK(saved >= 0 && dup2(fd, STDERR_FILENO) >= 0, "%s", strerror(errno));
+        (void) unsetenv("JOURNAL_STREAM");
+
+        errno = ENOENT;
+        r = log_error_errno(-EIO, "Failed to read '%s': %m", "x");
+        CHECK_INT_EQ(r, -EIO);
+        CHECK_INT_EQ(errno, ENOENT);
+        r = log_object_full_errno(LOG_INFO, 0, "vm-1", "/dev/loop7", "Mapping '%s': %s is active.", "vm-1",
+                                  "/dev/loop7");
+        CHECK_INT_EQ(r, 0);
+        log_warning("careful");
+        log_debug("not shown at level info");
+        CHECK_INT_EQ(errno, ENOENT);
+
+        (void) fflush(stderr);
+        (void) dup2(saved, STDERR_FILENO);
+        (void) close(saved);
+        n = pread(fd, buf, sizeof(buf) - 1, 0);
+        CHECK(n >= 0, "pread: %s", strerror(errno));
+        CHECK_STR_EQ(buf, "error: Failed to read 'x': Input/output error\n"
+                          "Mapping 'vm-1': /dev/loop7 is active.\n"
+                          "warning: careful\n");
+        (void) close(fd);
+        (void) unlink(path);
+}
+
 static void test_utf8(void) {
         char bad[] = "a\xff""b\xc3", cut[] = "\xe2\x82", ok[] = "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80";
 
@@ -484,6 +522,7 @@ int main(void) {
         test_read_files();
         test_block_stat_parse();
         test_log_stderr_is_journal();
+        test_log_plain();
 
         return test_summary("test-util");
 }
