@@ -3,8 +3,9 @@
  * attaching: open source (worker) -> mount the FUSE file (worker) -> LOOP_CONFIGURE (worker) ->
  *            udev processed the disk -> partition scan (worker) -> udev processed the partitions
  * active:    serving; udev tells when the device is detached behind our back
- * detaching: LOOP_CLR_FD (worker) -> the kernel released the file (udev) -> drain requests ->
- *            unmount the FUSE file and remove the run file (worker) -> removed
+ * detaching: LOOP_CLR_FD (worker) -> the kernel released the file (udev) -> udev processed the
+ *            disk and removed its partitions -> drain requests -> unmount the FUSE file and remove
+ *            the run file (worker) -> removed
  * failed:    the same teardown from wherever the mapping got to, then the error is reported.
  *
  * One job at a time runs per mapping. The job reads only fields that do not change while it runs
@@ -41,6 +42,8 @@
 #define RELEASE_TIMEOUT_USEC (5ULL * 1000000ULL)
 /* How often a lazy detach looks at sysfs itself, should a udev event get lost. */
 #define RELEASE_RECHECK_USEC (5ULL * 1000000ULL)
+/* How long teardown waits for udev to drop a released device's links before it goes on. */
+#define UDEV_REMOVE_TIMEOUT_USEC (10ULL * 1000000ULL)
 
 static const char *const mapping_state_table[_MAPPING_STATE_MAX] = {
         [MAPPING_ATTACHING] = "attaching",
@@ -810,12 +813,47 @@ static int job_cancel_autoclear(void *userdata) {
         return loop_device_cancel_autoclear(&m->loop);
 }
 
+/* Notes what udev has to process once the device is released: an event of the disk and the
+ * removal of every partition, all after now. Called before LOOP_CLR_FD is issued. */
+static void mapping_expect_release(Mapping *m) {
+        int n;
+
+        m->wait_seqnum = 0;
+        (void) uevent_seqnum_read(&m->wait_seqnum);
+        m->wait_parts = mfree(m->wait_parts);
+        n = loop_device_list_partitions(&m->loop, &m->wait_parts);
+        m->n_wait_parts = MAX(n, 0);
+}
+
+static bool mapping_release_processed(Mapping *m) {
+        if (!block_monitor_seen(m->manager->monitor, m->loop.devnum, m->wait_seqnum))
+                return false;
+        for (int i = 0; i < m->n_wait_parts; i++)
+                if (!block_monitor_seen(m->manager->monitor, m->wait_parts[i].devnum, m->wait_seqnum))
+                        return false;
+        return true;
+}
+
+static void mapping_check_removed(Mapping *m) {
+        if (!mapping_release_processed(m))
+                return;
+        mapping_disarm_timer(m);
+        m->step = STEP_NONE;
+        mapping_teardown(m);
+}
+
 static void mapping_released(Mapping *m) {
         mapping_disarm_timer(m);
         m->loop_attached = false;
-        m->step = STEP_NONE;
         log_mapping_debug(m, "/dev/loop%i released its backing file.", m->loop.nr);
-        mapping_teardown(m);
+
+        /* Unmap returns when /dev/fuseloop/<name> and the partitions' links are gone, so that a
+         * caller never finds a link of a mapping it removed, nor a partition node about to go. */
+        m->step = STEP_WAIT_REMOVED;
+        if (mapping_release_processed(m))
+                mapping_check_removed(m);
+        else
+                mapping_arm_timer(m, UDEV_REMOVE_TIMEOUT_USEC);
 }
 
 /* A refused or failed unmap leaves the mapping active again. A shutdown or a caller that left
@@ -918,6 +956,7 @@ static void mapping_teardown(Mapping *m) {
                 if (m->step == STEP_WAIT_RELEASE)
                         return;
                 m->lazy = true;
+                mapping_expect_release(m);
                 mapping_run_job(m, STEP_DETACH, job_detach, on_detach_done);
                 return;
         }
@@ -999,6 +1038,7 @@ void mapping_unmap(Mapping *m, bool lazy, sd_bus_message *call, const char *reas
         m->lazy = lazy;
         m->remove_reason = reason;
         mapping_set_state(m, MAPPING_DETACHING);
+        mapping_expect_release(m);
         mapping_run_job(m, STEP_DETACH, job_detach, on_detach_done);
 }
 
@@ -1046,6 +1086,12 @@ static int on_timer(sd_event_source *s _unused_, uint64_t usec _unused_, void *u
                 else
                         mapping_arm_timer(m, RELEASE_RECHECK_USEC);
                 break;
+        case STEP_WAIT_REMOVED:
+                log_mapping_warning(m, "udev did not process the release of /dev/loop%i in time; its links may "
+                                    "linger for a while.", m->loop.nr);
+                m->step = STEP_NONE;
+                mapping_teardown(m);
+                break;
         default:
                 break;
         }
@@ -1053,6 +1099,10 @@ static int on_timer(sd_event_source *s _unused_, uint64_t usec _unused_, void *u
 }
 
 void mapping_on_block_event(Mapping *m, const char *action _unused_, dev_t devnum, uint64_t seqnum) {
+        if (m->step == STEP_WAIT_REMOVED) {
+                mapping_check_removed(m);
+                return;
+        }
         if (!m->loop_attached || m->manager->handing_over)
                 return;
 
@@ -1209,6 +1259,7 @@ int mapping_resume(Manager *manager, StoredMapping *s) {
                 m->step = STEP_WAIT_RELEASE;
                 m->lazy = true;
                 m->remove_reason = FUSELOOP_REASON_UNMAPPED;
+                mapping_expect_release(m);
                 mapping_arm_timer(m, RELEASE_RECHECK_USEC);
         }
 

@@ -38,6 +38,7 @@ typedef enum MappingStep {
         STEP_WAIT_PARTITIONS,
         STEP_DETACH,
         STEP_WAIT_RELEASE,
+        STEP_WAIT_REMOVED,
         STEP_CANCEL_AUTOCLEAR,
         STEP_DRAIN,
         STEP_UNMOUNT,
