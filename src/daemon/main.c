@@ -3,7 +3,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 
 #include "bus-names.h"
 #include "fuse-file.h"
@@ -107,13 +106,6 @@ int main(int argc, char *argv[]) {
                 return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 
         fuse_file_setup_logging();
-
-        /* We serve block I/O for mounted file systems: memory we allocate under pressure must not
-         * be reclaimed by writing back through our own devices (or being throttled behind them),
-         * which would wait for us. PR_SET_IO_FLUSHER sets PF_MEMALLOC_NOIO and PF_LOCAL_THROTTLE
-         * for this thread; worker threads, created later, inherit them. */
-        if (prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) < 0)
-                log_warning_errno(errno, "Failed to mark fuseloopd as an I/O flusher: %m, ignoring");
 
         r = manager_new(arg_run_dir, &m);
         if (r < 0)

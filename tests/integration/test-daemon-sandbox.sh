@@ -16,10 +16,8 @@
 for t in unshare setpriv; do
         command -v "$t" >/dev/null || skip "$t is not installed"
 done
-# The capabilities of the unit's CapabilityBoundingSet=: CAP_DAC_READ_SEARCH (2), CAP_SYS_ADMIN
-# (21), CAP_SYS_RESOURCE (24). CAP_SYS_RESOURCE may be missing from our own bounding set already
-# (then the daemon cannot mark itself PR_SET_IO_FLUSHER, and says so, as it does outside too).
-UNIT_CAPS=$(((1 << 2) | (1 << 21) | (1 << 24)))
+# The capabilities of the unit's CapabilityBoundingSet=: CAP_DAC_READ_SEARCH (2), CAP_SYS_ADMIN (21).
+UNIT_CAPS=$(((1 << 2) | (1 << 21)))
 
 # A crashed daemon's namespace takes its FUSE mounts along, and the kernel then names the backing
 # file of its loop devices "/": lib.sh's clean-up cannot tell them apart any more (the daemon's

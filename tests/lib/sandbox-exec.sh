@@ -20,7 +20,7 @@
 set -euo pipefail
 
 # The capabilities of CapabilityBoundingSet= in systemd/fuseloopd.service.in, as setpriv spells them.
-CAPS=-all,+sys_admin,+dac_read_search,+sys_resource
+CAPS=-all,+sys_admin,+dac_read_search
 
 if [ "${1:-}" != --inside ]; then
         [ $# -ge 2 ] || { echo "usage: $0 RUN-DIR COMMAND [ARG...]" >&2; exit 2; }
