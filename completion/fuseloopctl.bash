@@ -19,7 +19,7 @@ _fuseloopctl() {
         local global='--help --version --no-ask-password'
         local with_arg='--offset --size --sector-size --timeout --mount --partition'
         local -A options=(
-                [map]='--partscan --offset --size --sector-size --direct-io= --bind --timeout --untrusted --mount --partition'
+                [map]='--partscan --offset --size --sector-size --direct-io= --passthrough= --bind --timeout --untrusted --mount --partition'
                 [unmap]='--lazy'
                 [list]='--json --json= --no-legend --bytes'
                 [status]='--json --json= --bytes'
@@ -51,7 +51,7 @@ _fuseloopctl() {
                 [ "$cur" = = ] && opt=$prev || opt=${COMP_WORDS[COMP_CWORD - 2]}
                 [ "$cur" = = ] && cur=
                 case $opt in
-                --direct-io) mapfile -t COMPREPLY < <(compgen -W 'on off' -- "$cur") ;;
+                --direct-io | --passthrough) mapfile -t COMPREPLY < <(compgen -W 'on off' -- "$cur") ;;
                 --json) mapfile -t COMPREPLY < <(compgen -W 'short pretty' -- "$cur") ;;
                 esac
                 return 0

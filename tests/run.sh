@@ -42,7 +42,7 @@ SERVICES=$SRC/tests/lib/services.sh
 PYTHON=/usr/bin/python3
 
 PKGS=(meson ninja-build pkg-config gcc libc6-dev libfuse3-dev fuse3 libsystemd-dev libudev-dev
-      liburing-dev libblkid-dev libjson-c-dev udev systemd dbus polkitd util-linux fdisk e2fsprogs dosfstools
+      liburing-dev libblkid-dev libjson-c-dev libnbd-dev nbdkit udev systemd dbus polkitd util-linux fdisk e2fsprogs dosfstools
       squashfs-tools python3 python3-dbus python3-gi gir1.2-glib-2.0 valgrind
       clang libclang-rt-14-dev scdoc man-db groff-base bsdextrautils)
 

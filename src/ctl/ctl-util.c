@@ -291,6 +291,8 @@ static const struct {
         { "Stalled",       "b", offsetof(MappingStatus, stalled)        },
         { "Untrusted",     "b", offsetof(MappingStatus, untrusted)      },
         { "MountPoint",    "s", offsetof(MappingStatus, mount_point)    },
+        { "SourceError",   "s", offsetof(MappingStatus, source_error)   },
+        { "ReadPath",      "s", offsetof(MappingStatus, read_path)      },
         { "ReadsInFlight", "u", offsetof(MappingStatus, reads_in_flight) },
         { "ReadLatencyP50USec", "t", offsetof(MappingStatus, latency_p50) },
         { "ReadLatencyP90USec", "t", offsetof(MappingStatus, latency_p90) },

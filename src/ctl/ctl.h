@@ -72,7 +72,7 @@ static inline void polkit_agent_stopp(pid_t *pid) {
 
 /* The properties of a mapping object; strings point into the message they were read from. */
 typedef struct MappingStatus {
-        const char *name, *device, *backing_file, *source, *state, *mount_point;
+        const char *name, *device, *backing_file, *source, *state, *mount_point, *source_error, *read_path;
         uint64_t size, offset, created_usec, bytes_read, read_requests, read_errors, timed_out_reads;
         uint64_t latency_p50, latency_p90, latency_p99, latency_max, kernel_read_ios, kernel_read_bytes;
         uint32_t sector_size, owner_uid, timeout_sec, reads_in_flight, kernel_in_flight;
@@ -140,3 +140,8 @@ int verb_monitor(char **args);
 int verb_wait(char **args);
 extern bool arg_wait_removed;
 extern uint64_t arg_wait_timeout_usec;  /* UINT64_MAX: no limit */
+
+/* ctl-nbd.c: whether SOURCE is an NBD URI; connects to the server an URI names (nbd://HOST[:PORT]/EXPORT,
+ * nbd+unix:///EXPORT?socket=PATH) and returns the socket and the export name. Errors are reported. */
+bool source_is_nbd_uri(const char *s);
+int nbd_uri_connect(const char *uri, int *ret_fd, char **ret_export);

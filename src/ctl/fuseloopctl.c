@@ -41,6 +41,7 @@ enum {
         ARG_BYTES,
         ARG_REMOVED,
         ARG_NO_ASK_PASSWORD,
+        ARG_PASSTHROUGH,
 };
 #define ARG_BIT(a) (1u << ((a) - ARG_VERSION))
 /* Options every verb accepts. */
@@ -65,6 +66,7 @@ static const struct option options[] = {
         { "bytes",           no_argument,       NULL, ARG_BYTES           },
         { "removed",         no_argument,       NULL, ARG_REMOVED         },
         { "no-ask-password", no_argument,       NULL, ARG_NO_ASK_PASSWORD },
+        { "passthrough",     required_argument, NULL, ARG_PASSTHROUGH     },
         {}
 };
 
@@ -73,6 +75,7 @@ static uint64_t arg_offset;
 static uint64_t arg_size;
 static uint32_t arg_sector_size;
 static bool arg_direct_io;
+static bool arg_passthrough = true;
 static uint32_t arg_timeout;
 static char *arg_mount;
 static unsigned arg_partition;
@@ -119,12 +122,19 @@ static uint64_t now_usec(clockid_t clock) {
 }
 
 /* Appends the map options the user gave, and only those, as the a{sv} argument of Map. */
-static int append_map_options(sd_bus_message *m) {
+static int append_map_options(sd_bus_message *m, const char *nbd_export) {
         int r;
 
         r = sd_bus_message_open_container(m, 'a', "{sv}");
         if (r < 0)
                 return r;
+
+        if (nbd_export) {
+                r = sd_bus_message_append(m, "{sv}{sv}", FUSELOOP_OPT_PROTOCOL, "s", "nbd", FUSELOOP_OPT_EXPORT_NAME,
+                                          "s", nbd_export);
+                if (r < 0)
+                        return r;
+        }
 
         if (arg_given & ARG_BIT(ARG_OFFSET)) {
                 r = sd_bus_message_append(m, "{sv}", FUSELOOP_OPT_OFFSET, "t", arg_offset);
@@ -151,6 +161,11 @@ static int append_map_options(sd_bus_message *m) {
         if (arg_given & ARG_BIT(ARG_DIRECT_IO)) {
                 r = sd_bus_message_append(m, "{sv}", FUSELOOP_OPT_DIRECT_IO, "b",
                                           (int) arg_direct_io);
+                if (r < 0)
+                        return r;
+        }
+        if (arg_given & ARG_BIT(ARG_PASSTHROUGH)) {
+                r = sd_bus_message_append(m, "{sv}", FUSELOOP_OPT_PASSTHROUGH, "b", (int) arg_passthrough);
                 if (r < 0)
                         return r;
         }
@@ -256,13 +271,19 @@ static int verb_map(char **args) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_(closep) int fd = -EBADF;
         _cleanup_(polkit_agent_stopp) pid_t agent = 0;
-        _cleanup_(freep) char *target = NULL;
+        _cleanup_(freep) char *target = NULL, *nbd_export = NULL;
         const char *name = args[0], *source = args[1], *path, *device;
         int r;
 
-        fd = open(source, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-                return error_errno(errno, "failed to open '%s': %m", source);
+        if (source_is_nbd_uri(source)) {
+                r = nbd_uri_connect(source, &fd, &nbd_export);
+                if (r < 0)
+                        return r;
+        } else {
+                fd = open(source, O_RDONLY | O_CLOEXEC);
+                if (fd < 0)
+                        return error_errno(errno, "failed to open '%s': %m", source);
+        }
 
         r = bus_connect(&bus);
         if (r < 0)
@@ -278,7 +299,7 @@ static int verb_map(char **args) {
         if (r < 0)
                 return bus_create_error(r);
 
-        r = append_map_options(m);
+        r = append_map_options(m, nbd_export);
         if (r < 0)
                 return bus_create_error(r);
 
@@ -421,7 +442,7 @@ static int list_table_add(ListTable *t, const char *path, const MappingStatus *s
         /* A stalled source is what someone looking at the list needs to see first. States are
          * short words; a longer one from a newer daemon is cut, not overflowed. */
         (void) snprintf(row->state, sizeof(row->state), "%s%s", empty_to_dash(st->state),
-                        st->stalled ? " (stalled)" : "");
+                        !isempty(st->source_error) ? " (source failed)" : st->stalled ? " (stalled)" : "");
 
         /* Most mappings share a few owners: ask the user database once per uid. */
         for (size_t i = 0; i < t->n; i++)
@@ -455,6 +476,8 @@ static int json_add_common(json_object *obj, const char *path, const MappingStat
         r = r ?: json_add_string(obj, "state", st->state);
         r = r ?: json_add_bool(obj, "stalled", st->stalled);
         r = r ?: json_add_string(obj, "source", st->source);
+        r = r ?: json_add_string(obj, "source_error", isempty(st->source_error) ? NULL : st->source_error);
+        r = r ?: json_add_string(obj, "read_path", isempty(st->read_path) ? NULL : st->read_path);
         r = r ?: json_add_u64(obj, "owner_uid", st->owner_uid);
         r = r ?: json_add_string(obj, "owner", owner_named ? owner : NULL);
         r = r ?: json_add_u64(obj, "created_usec", st->created_usec);
@@ -691,6 +714,13 @@ static int verb_status(char **args) {
         printf("State: %s\n", empty_to_dash(st.state));
         printf("Stalled: %s\n", yes_no(st.stalled));
         printf("Source: %s\n", empty_to_dash(st.source));
+        if (!isempty(st.source_error))
+                printf("Source error: %s\n", st.source_error);
+        /* Passthrough reads never reach fuseloopd: only the kernel's counters count them. */
+        if (!isempty(st.read_path))
+                printf("Read path: %s\n", streq(st.read_path, "passthrough") ?
+                                                   "passthrough (the kernel reads the source)" :
+                                                   streq(st.read_path, "daemon") ? "fuseloopd" : st.read_path);
         if (owner_named)
                 printf("Owner: %s (UID %" PRIu32 ")\n", owner, st.owner_uid);
         else
@@ -757,6 +787,8 @@ static void help(void) {
                "     --size BYTES          map: map this many bytes (default: up to the end)\n"
                "     --sector-size N       map: logical sector size (512, 1024, 2048, 4096)\n"
                "     --direct-io=on|off    map: use direct I/O on the loop device\n"
+               "     --passthrough=on|off  map: let the kernel read a file SOURCE itself (FUSE\n"
+               "                           passthrough, the default where the kernel can)\n"
                "     --bind                map: stay running after printing the device; the mapping\n"
                "                           is unmapped when this command ends (SIGINT/SIGTERM)\n"
                "     --timeout SECS        map: a read that waits longer for SOURCE fails with an\n"
@@ -835,14 +867,18 @@ static int parse_argv(int argc, char *argv[]) {
                         arg_wait_timeout_usec = v * UINT64_C(1000000);
                         break;
                 case ARG_DIRECT_IO:
+                case ARG_PASSTHROUGH: {
+                        bool *b = c == ARG_DIRECT_IO ? &arg_direct_io : &arg_passthrough;
+
                         if (strcmp(optarg, "on") == 0)
-                                arg_direct_io = true;
+                                *b = true;
                         else if (strcmp(optarg, "off") == 0)
-                                arg_direct_io = false;
+                                *b = false;
                         else
-                                return error_errno(EINVAL, "invalid --direct-io value '%s', "
-                                                   "expected 'on' or 'off'", optarg);
+                                return error_errno(EINVAL, "invalid --%s value '%s', expected 'on' or 'off'",
+                                                   c == ARG_DIRECT_IO ? "direct-io" : "passthrough", optarg);
                         break;
+                }
                 case ARG_MOUNT:
                         /* The daemon records it as given; mount(8) and the unmount later must
                          * agree on it, so it must name one place. */
@@ -911,7 +947,8 @@ static const struct {
         { "map",     2, "map [OPTIONS...] NAME SOURCE",
           ARG_BIT(ARG_PARTSCAN) | ARG_BIT(ARG_OFFSET) | ARG_BIT(ARG_SIZE) |
           ARG_BIT(ARG_SECTOR_SIZE) | ARG_BIT(ARG_DIRECT_IO) | ARG_BIT(ARG_BIND) |
-          ARG_BIT(ARG_TIMEOUT) | ARG_BIT(ARG_UNTRUSTED) | ARG_BIT(ARG_MOUNT) | ARG_BIT(ARG_PARTITION),
+          ARG_BIT(ARG_TIMEOUT) | ARG_BIT(ARG_UNTRUSTED) | ARG_BIT(ARG_MOUNT) | ARG_BIT(ARG_PARTITION) |
+          ARG_BIT(ARG_PASSTHROUGH),
           verb_map },
         { "unmap",   1, "unmap [--lazy] NAME|/dev/loopN", ARG_BIT(ARG_LAZY), verb_unmap },
         { "list",    0, "list [--json[=short|pretty]] [--no-legend] [--bytes]",

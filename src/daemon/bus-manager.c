@@ -1,6 +1,7 @@
 /* The org.proxmox.FuseLoop1 manager object: Map, MapURI, Unmap, List and the ObjectManager. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 #include "macro.h"
 #include "mapping.h"
 #include "polkit.h"
+#include "source-nbd.h"
 #include "util.h"
 
 /* Quotes at most this much of a bad input in an error message ('%.*s', QUOTE(s)), not cutting a
@@ -44,8 +46,10 @@ static int map_common(Manager *manager, sd_bus_message *msg, sd_bus_message_hand
                 .action = uri_path ? FUSELOOP_POLKIT_MAP_URI : FUSELOOP_POLKIT_MAP,
                 .what = uri_path ? "map files by path" : "map file descriptors",
                 .owner = (uid_t) -1,
-                .details = { "name", name, uri_path ? "path" : NULL, uri_path, NULL },
+                .details = { "name", name, uri_path ? (nbd_uri_is_nbd(uri_path) ? "uri" : "path") : NULL, uri_path,
+                             NULL },
         };
+        bool nbd;
         uid_t uid;
         int r;
 
@@ -59,6 +63,18 @@ static int map_common(Manager *manager, sd_bus_message *msg, sd_bus_message_hand
         r = bus_read_options(msg, (OptionSetter) map_options_set, &o, error);
         if (r < 0)
                 return r;
+
+        /* An URI says what it is; only an fd needs the protocol, and only NBD has exports. */
+        nbd = uri_path ? nbd_uri_is_nbd(uri_path) : streq_ptr(o.protocol, "nbd");
+        if (uri_path && o.protocol && streq(o.protocol, "nbd") != nbd)
+                return sd_bus_error_setf(error, FUSELOOP_ERROR_INVALID_OPTION,
+                                         "Option 'protocol' is '%s', but the URI names a %s.", o.protocol,
+                                         nbd ? "NBD server" : "file");
+        if (o.export_name && (!nbd || uri_path))
+                return sd_bus_error_set(error, FUSELOOP_ERROR_INVALID_OPTION,
+                                        nbd ? "Option 'export-name' is for an fd with protocol 'nbd'; an URI names "
+                                              "its export itself (nbd://host/EXPORT)." :
+                                              "Option 'export-name' needs option 'protocol' set to 'nbd'.");
 
         r = polkit_authorize(manager, msg, &req, handler, manager, &uid, error);
         if (r <= 0)
@@ -131,12 +147,24 @@ static int method_map_uri(sd_bus_message *msg, void *userdata, sd_bus_error *err
         if (!mapping_name_is_valid(name))
                 return reply_invalid_name(error, name);
 
+        if (nbd_uri_is_nbd(uri)) {
+                /* libnbd parses the rest when it connects, and says what is wrong with it. */
+                if (strlen(uri) >= PATH_MAX || !utf8_is_valid(uri))
+                        return sd_bus_error_setf(error, FUSELOOP_ERROR_INVALID_SOURCE,
+                                                 "Invalid NBD URI '%.*s': too long or not UTF-8.", QUOTE(uri));
+                if (startswith(uri, "nbds") && !nbd_uri_tls_supported())
+                        return sd_bus_error_setf(error, FUSELOOP_ERROR_INVALID_SOURCE,
+                                                 "Cannot map '%.*s': this libnbd was built without TLS.", QUOTE(uri));
+                return map_common(userdata, msg, method_map_uri, name, -EBADF, uri, error);
+        }
+
         r = uri_to_path(uri, &path);
         if (r == -ENOMEM)
                 return r;
         if (r == -EPROTONOSUPPORT)
                 return sd_bus_error_setf(error, FUSELOOP_ERROR_INVALID_SOURCE,
-                                         "Unsupported source URI '%.*s': use an absolute path or file:///path.",
+                                         "Unsupported source URI '%.*s': use an absolute path, file:///path, "
+                                         "nbd://host[:port]/export or nbd+unix:///export?socket=PATH.",
                                          QUOTE(uri));
         if (r < 0)
                 return sd_bus_error_setf(error, FUSELOOP_ERROR_INVALID_SOURCE,

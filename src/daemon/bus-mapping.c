@@ -237,6 +237,20 @@ static int property_get_stalled(sd_bus *bus _unused_, const char *path _unused_,
         return sd_bus_message_append(reply, "b", (int) (m->fuse && fuse_file_is_stalled(m->fuse)));
 }
 
+static int property_get_source_error(sd_bus *bus _unused_, const char *path _unused_,
+                                     const char *interface _unused_, const char *property _unused_,
+                                     sd_bus_message *reply, void *userdata, sd_bus_error *error _unused_) {
+        Mapping *m = userdata;
+
+        return sd_bus_message_append(reply, "s", m->source && m->source->error ? m->source->error : "");
+}
+
+static int property_get_read_path(sd_bus *bus _unused_, const char *path _unused_, const char *interface _unused_,
+                                  const char *property _unused_, sd_bus_message *reply, void *userdata,
+                                  sd_bus_error *error _unused_) {
+        return sd_bus_message_append(reply, "s", mapping_read_path(userdata));
+}
+
 static int method_mapping_unmap(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Mapping *m = userdata;
 
@@ -275,6 +289,8 @@ static const sd_bus_vtable mapping_vtable[] = {
         SD_BUS_PROPERTY("Timeout", "u", NULL, offsetof(Mapping, options.timeout_sec),
                         SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("Stalled", "b", property_get_stalled, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("SourceError", "s", property_get_source_error, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("ReadPath", "s", property_get_read_path, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Untrusted", "b", property_get_bool, offsetof(Mapping, options.untrusted),
                         SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("MountPoint", "s", property_get_mount_point, 0, SD_BUS_VTABLE_PROPERTY_CONST),
@@ -337,25 +353,18 @@ void bus_mapping_emit_removed(Mapping *m, const char *reason) {
                 log_emit_failure(m, "MappingRemoved", r);
 }
 
-void mapping_emit_state(Mapping *m) {
+void bus_mapping_emit_changed(Mapping *m, const char *property) {
         int r;
 
         if (!m->published || !m->manager->bus)
                 return;
 
-        r = sd_bus_emit_properties_changed(m->manager->bus, m->object_path, FUSELOOP_MAPPING_INTERFACE, "State", NULL);
+        r = sd_bus_emit_properties_changed(m->manager->bus, m->object_path, FUSELOOP_MAPPING_INTERFACE, property,
+                                           NULL);
         if (r < 0)
                 log_emit_failure(m, "PropertiesChanged", r);
 }
 
-void bus_mapping_emit_stalled(Mapping *m) {
-        int r;
-
-        if (!m->published || !m->manager->bus)
-                return;
-
-        r = sd_bus_emit_properties_changed(m->manager->bus, m->object_path, FUSELOOP_MAPPING_INTERFACE, "Stalled",
-                                           NULL);
-        if (r < 0)
-                log_emit_failure(m, "PropertiesChanged", r);
+void mapping_emit_state(Mapping *m) {
+        bus_mapping_emit_changed(m, "State");
 }

@@ -10,7 +10,8 @@ void bus_mapping_emit_added(Mapping *m);
 void bus_mapping_emit_removed(Mapping *m, const char *reason);
 
 /* Emits PropertiesChanged for Stalled (published mappings only). */
-void bus_mapping_emit_stalled(Mapping *m);
+/* Emits PropertiesChanged for one property that emits changes (published mappings only). */
+void bus_mapping_emit_changed(Mapping *m, const char *property);
 
 /* Reads an a{sv} options dictionary from msg into o through set(). Returns 0, or a negative
  * value with error set (InvalidOption for bad entries). Shared by Map, MapURI and Unmap. */

@@ -18,8 +18,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/fuse.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "fuse-file.h"
@@ -35,13 +37,75 @@
 #define log_file_notice(f, ...)  (void) log_file_full_errno(f, LOG_NOTICE, 0, __VA_ARGS__)
 #define log_file_warning(f, ...) (void) log_file_full_errno(f, LOG_WARNING, 0, __VA_ARGS__)
 #define log_file_debug_errno(f, e, ...)   log_file_full_errno(f, LOG_DEBUG, e, __VA_ARGS__)
+#define log_file_notice_errno(f, e, ...)  log_file_full_errno(f, LOG_NOTICE, e, __VA_ARGS__)
 #define log_file_warning_errno(f, e, ...) log_file_full_errno(f, LOG_WARNING, e, __VA_ARGS__)
+
+/* FUSE passthrough (Linux 6.9, protocol 7.40), missing from older <linux/fuse.h> (Debian 12 ships
+ * the 6.1 one). Values from the kernel's ABI. */
+#ifndef FUSE_INIT_EXT
+#define FUSE_INIT_EXT (1u << 30)
+#endif
+#ifndef FUSE_PASSTHROUGH
+#define FUSE_PASSTHROUGH (UINT64_C(1) << 37)
+#endif
+#ifndef FOPEN_NOFLUSH
+#define FOPEN_NOFLUSH (1u << 5)
+#endif
+#ifndef FOPEN_PASSTHROUGH
+#define FOPEN_PASSTHROUGH (1u << 7)
+#endif
+#ifndef FUSE_DEV_IOC_BACKING_OPEN
+struct fuse_backing_map {
+        int32_t fd;
+        uint32_t flags;
+        uint64_t padding;
+};
+#define FUSE_DEV_IOC_MAGIC 229
+#define FUSE_DEV_IOC_BACKING_OPEN _IOW(FUSE_DEV_IOC_MAGIC, 1, struct fuse_backing_map)
+#endif
+
+/* The protocol minor that introduced passthrough; our INIT reply offers no more than that. */
+#define PASSTHROUGH_MINOR 40u
+
+/* struct fuse_init_out and struct fuse_open_out as of protocol 7.40: older headers call
+ * max_stack_depth and backing_id unused/padding. Same sizes as in every header. */
+typedef struct InitOut {
+        uint32_t major;
+        uint32_t minor;
+        uint32_t max_readahead;
+        uint32_t flags;
+        uint16_t max_background;
+        uint16_t congestion_threshold;
+        uint32_t max_write;
+        uint32_t time_gran;
+        uint16_t max_pages;
+        uint16_t map_alignment;
+        uint32_t flags2;
+        uint32_t max_stack_depth;
+        uint32_t unused[6];
+} InitOut;
+_Static_assert(sizeof(InitOut) == sizeof(struct fuse_init_out), "fuse_init_out layout");
+
+typedef struct OpenOut {
+        uint64_t fh;
+        uint32_t open_flags;
+        int32_t backing_id;
+} OpenOut;
+_Static_assert(sizeof(OpenOut) == sizeof(struct fuse_open_out), "fuse_open_out layout");
 
 /* Requests taken per wakeup, so one busy mapping cannot starve the others. */
 #define FUSE_BATCH 32
 
 /* The file never changes while mapped: let the kernel keep its attributes for a year. */
 #define ATTR_TIMEOUT (365.0 * 24 * 3600)
+
+/* Requests the kernel may have in flight for us, and the number at which it holds back
+ * readahead. */
+#define FUSE_FILE_MAX_BACKGROUND 64
+#define FUSE_FILE_CONGESTION_THRESHOLD 48
+
+/* Pages per request: libfuse's limit (FUSE_MAX_MAX_PAGES), 1 MiB with 4 KiB pages. */
+#define FUSE_FILE_MAX_PAGES 256u
 
 /* Deadlines are seconds apart: let sd-event coalesce the wakeup with others within 50 ms. */
 #define DEADLINE_ACCURACY_USEC (50ULL * 1000ULL)
@@ -69,6 +133,11 @@ struct FuseFile {
         /* The kernel's FUSE_INIT request as received: a restarted daemon replays it to libfuse. */
         uint8_t *init;
         size_t init_size;
+
+        /* Passthrough: the file to register with the connection until that was tried (-EBADF when
+         * not asked for), and the id the kernel gave it (0: none, reads come to us). */
+        int passthrough_fd;
+        int32_t backing_id;
 
         FuseFileGone gone;
         void *gone_userdata;
@@ -150,8 +219,8 @@ static void op_init(void *userdata, struct fuse_conn_info *conn) {
         /* Read-only: no writeback cache. Several reads may be in flight (async read and async
          * direct I/O are libfuse defaults we rely on). */
         conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
-        conn->max_background = 64;
-        conn->congestion_threshold = 48;
+        conn->max_background = FUSE_FILE_MAX_BACKGROUND;
+        conn->congestion_threshold = FUSE_FILE_CONGESTION_THRESHOLD;
 }
 
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi _unused_) {
@@ -417,6 +486,7 @@ int fuse_file_new(const char *name, const char *path, Source *source, uint64_t o
         f->source = source;
         f->offset = offset;
         f->size = size;
+        f->passthrough_fd = -EBADF;
         if (!f->name || !f->path) {
                 r = -ENOMEM;
                 goto fail;
@@ -467,14 +537,215 @@ static int fuse_file_adopt(FuseFile *f, int fuse_fd) {
         return 0;
 }
 
-int fuse_file_resume(FuseFile *f, int fuse_fd, const uint8_t *init, size_t init_size) {
+/* Gives libfuse a copy of the kernel's FUSE_INIT request init (h.len bytes, checked by the
+ * caller) under REPLAYED_INIT_UNIQUE, so that it serves the requests that follow. Its reply goes
+ * nowhere. Returns 0, -ENOMEM, or -EPROTO if libfuse refused it. */
+static int fuse_file_replay_init(FuseFile *f, const uint8_t *init, size_t init_size) {
         _cleanup_(freep) uint8_t *copy = NULL;
+        struct fuse_in_header h;
+        struct fuse_buf buf = {};
+
+        copy = memdup(init, init_size);
+        if (!copy)
+                return -ENOMEM;
+        memcpy(&h, init, sizeof(h));
+        h.unique = REPLAYED_INIT_UNIQUE;
+        memcpy(copy, &h, sizeof(h));
+        buf.mem = copy;
+        buf.size = init_size;
+        fuse_session_process_buf(f->session, &buf);
+        return f->initialized ? 0 : -EPROTO;
+}
+
+/* Writes one reply: a header for unique and arg_size bytes of arg. Returns 0 or -errno (the
+ * kernel checks the reply as it takes it: a write error means it was refused). */
+static int fuse_file_reply(FuseFile *f, uint64_t unique, const void *arg, size_t arg_size) {
+        struct fuse_out_header h = {
+                .len = (uint32_t) (sizeof(h) + arg_size),
+                .unique = unique,
+        };
+        struct iovec iov[2] = {
+                { .iov_base = &h, .iov_len = sizeof(h) },
+                { .iov_base = (void *) arg, .iov_len = arg_size },
+        };
+        ssize_t n;
+
+        n = writev(fuse_session_fd(f->session), iov, ELEMENTSOF(iov));
+        if (n < 0)
+                return -errno;
+        return (size_t) n == h.len ? 0 : -EIO;
+}
+
+/* Registers the passthrough file with the connection, once; the kernel then holds the file and
+ * our copy of the fd goes. On failure (EPERM: the connection did not negotiate passthrough or we
+ * lack CAP_SYS_ADMIN; ELOOP: the file lives on a stacking file system such as overlayfs) reads
+ * stay with the daemon.
+ *
+ * The registration is never closed (FUSE_DEV_IOC_BACKING_CLOSE): the kernel drops it with the
+ * connection, and until then a restarted daemon needs it (fuse_file_adopt_passthrough()). */
+static void fuse_file_register_backing(FuseFile *f) {
+        struct fuse_backing_map map = { .fd = f->passthrough_fd };
+        int id;
+
+        if (f->passthrough_fd < 0)
+                return;
+
+        id = ioctl(fuse_session_fd(f->session), FUSE_DEV_IOC_BACKING_OPEN, &map);
+        if (id <= 0)
+                (void) log_file_notice_errno(f, id < 0 ? errno : EPROTO, "the kernel refused the passthrough file: "
+                                             "%m; serving reads from the source.");
+        else {
+                f->backing_id = id;
+                log_file_debug(f, "reads pass through to the source in the kernel (backing id %i).", id);
+        }
+        f->passthrough_fd = safe_close(f->passthrough_fd);
+}
+
+/* Answers the kernel's FUSE_INIT (the first request of a fresh connection, in f->buf) with
+ * passthrough, which libfuse 3.14 cannot negotiate, and primes libfuse with a replayed copy.
+ * Returns true if the request was answered, false if libfuse must answer it as usual (the kernel
+ * offers no passthrough, or refused our reply). */
+static bool fuse_file_answer_init(FuseFile *f) {
+        struct fuse_in_header h;
+        struct fuse_init_in in = {};
+        uint64_t offered, flags;
+        InitOut out;
+        long page_size = sysconf(_SC_PAGESIZE);
+        int r;
+
+        /* Without a copy of the request (out of memory) it cannot be replayed to libfuse. */
+        if (!f->init || f->init_size < sizeof(h) + offsetof(struct fuse_init_in, flags2)) {
+                f->passthrough_fd = safe_close(f->passthrough_fd);
+                return false;
+        }
+        memcpy(&h, f->init, sizeof(h));
+        /* Kernels before 5.17 send no flags2 (and no passthrough). */
+        memcpy(&in, f->init + sizeof(h), MIN(f->init_size - sizeof(h), sizeof(in)));
+        offered = in.flags;
+        if (offered & FUSE_INIT_EXT)
+                offered |= (uint64_t) in.flags2 << 32;
+        if (in.major != FUSE_KERNEL_VERSION || in.minor < PASSTHROUGH_MINOR || !(offered & FUSE_PASSTHROUGH)) {
+                log_file_notice(f, "the kernel (FUSE %" PRIu32 ".%" PRIu32 ") offers no passthrough; "
+                                "serving reads from the source.", in.major, in.minor);
+                f->passthrough_fd = safe_close(f->passthrough_fd);
+                return false;
+        }
+
+        /* Of what libfuse 3.14 negotiates for this session, what reads of one read-only file use:
+         * async reads, async direct I/O, 1 MiB requests, our background limits, the kernel's
+         * readahead; no flags for directories, locks, writes or cache invalidation (the file
+         * never changes). Plus passthrough, so that reads fall back to the same path if the
+         * backing file is refused. The file system stacks one level on the backing file's: a
+         * backing file on a stacking file system (overlayfs) is refused with ELOOP. */
+        flags = FUSE_ASYNC_READ | FUSE_ASYNC_DIO | FUSE_MAX_PAGES | FUSE_INIT_EXT | FUSE_PASSTHROUGH;
+        flags &= offered;
+        out = (InitOut) {
+                .major = FUSE_KERNEL_VERSION,
+                .minor = MIN(in.minor, PASSTHROUGH_MINOR),
+                .max_readahead = in.max_readahead,
+                .flags = (uint32_t) flags,
+                .flags2 = (uint32_t) (flags >> 32),
+                .max_background = FUSE_FILE_MAX_BACKGROUND,
+                .congestion_threshold = FUSE_FILE_CONGESTION_THRESHOLD,
+                .max_write = FUSE_FILE_MAX_PAGES * (uint32_t) page_size,
+                .time_gran = 1,
+                .max_pages = FUSE_FILE_MAX_PAGES,
+                .max_stack_depth = 1,
+        };
+        r = fuse_file_reply(f, h.unique, &out, sizeof(out));
+        if (r < 0) {
+                (void) log_file_notice_errno(f, r, "the kernel refused a FUSE_INIT reply with passthrough: %m; "
+                                             "serving reads from the source.");
+                f->passthrough_fd = safe_close(f->passthrough_fd);
+                return false;
+        }
+
+        /* The connection is set up. libfuse never answers the kernel's INIT now, but it needs to
+         * see one. */
+        r = fuse_file_replay_init(f, f->init, f->init_size);
+        if (r < 0)
+                log_file_warning_errno(f, r, "libfuse did not take the replayed FUSE_INIT: %m; requests "
+                                       "will fail");
+        fuse_file_register_backing(f);
+        return true;
+}
+
+/* Answers a FUSE_OPEN (in f->buf) with passthrough, after the checks op_open() makes. Returns true
+ * if it was answered, false if libfuse must answer it (an error, or the kernel refused ours). */
+static bool fuse_file_answer_open(FuseFile *f) {
+        struct fuse_in_header h;
+        struct fuse_open_in in;
+        OpenOut out;
+        int r;
+
+        if (f->buf.size < sizeof(h) + sizeof(in))
+                return false;
+        memcpy(&h, f->buf.mem, sizeof(h));
+        memcpy(&in, (const uint8_t *) f->buf.mem + sizeof(h), sizeof(in));
+        if (h.len < sizeof(h) + sizeof(in) || h.nodeid != FUSE_ROOT_ID || (in.flags & O_ACCMODE) != O_RDONLY)
+                return false;
+
+        /* noflush: the close() of this file must not wait for a FLUSH round trip to us (see
+         * op_open()). No keep_cache: the file has no page cache of its own, the backing file's
+         * serves. */
+        out = (OpenOut) {
+                .open_flags = FOPEN_PASSTHROUGH | FOPEN_NOFLUSH,
+                .backing_id = f->backing_id,
+        };
+        r = fuse_file_reply(f, h.unique, &out, sizeof(out));
+        if (r < 0) {
+                log_file_debug_errno(f, r, "the kernel refused a passthrough open: %m, opening without");
+                return false;
+        }
+        return true;
+}
+
+int fuse_file_set_passthrough(FuseFile *f, int backing_fd) {
+        int fd;
+
+        if (f->offset != 0)
+                return -EINVAL;
+        if (f->initialized)
+                return -EBUSY;
+
+        fd = fcntl(backing_fd, F_DUPFD_CLOEXEC, 3);
+        if (fd < 0)
+                return -errno;
+        (void) safe_close(f->passthrough_fd);
+        f->passthrough_fd = fd;
+        return 0;
+}
+
+bool fuse_file_passthrough_active(const FuseFile *f) {
+        return f->backing_id > 0;
+}
+
+int fuse_file_get_passthrough_id(const FuseFile *f) {
+        return f->backing_id;
+}
+
+int fuse_file_adopt_passthrough(FuseFile *f, int backing_id) {
+        /* Linux 6.18 keeps one backing file per FUSE inode while any file is open through
+         * passthrough, and fails every open (EIO) that brings another one (a new registration of
+         * the same file included) or none: the loop device's file, opened before the restart, pins
+         * the registration made then. Registrations live as long as the connection, so the id is
+         * still good. */
+        if (backing_id <= 0)
+                return -EINVAL;
+        if (!f->initialized)
+                return -EBUSY;
+
+        f->backing_id = backing_id;
+        log_file_debug(f, "reads pass through to the source in the kernel (backing id %i, adopted).", backing_id);
+        return 0;
+}
+
+int fuse_file_resume(FuseFile *f, int fuse_fd, const uint8_t *init, size_t init_size) {
         struct fuse_out_header resend = {
                 .len = sizeof(struct fuse_out_header),
                 .error = FUSE_NOTIFY_RESEND_CODE,
         };
         struct fuse_in_header h;
-        struct fuse_buf buf = {};
         int r;
 
         if (init_size < sizeof(h) || init_size > FUSE_FILE_INIT_MAX)
@@ -489,19 +760,20 @@ int fuse_file_resume(FuseFile *f, int fuse_fd, const uint8_t *init, size_t init_
 
         /* libfuse refuses every request until it has seen FUSE_INIT, and the kernel sends that
          * only once per connection. Replay the original one: libfuse negotiates exactly what it
-         * did then (same request, same session options), so its state matches the connection's. */
-        copy = memdup(init, init_size);
+         * did then (same request, same session options), so its state matches the connection's
+         * (which may have passthrough on top, negotiated by us, not libfuse). */
         f->init = memdup(init, init_size);
-        if (!copy || !f->init)
+        if (!f->init)
                 return -ENOMEM;
         f->init_size = init_size;
-        h.unique = REPLAYED_INIT_UNIQUE;
-        memcpy(copy, &h, sizeof(h));
-        buf.mem = copy;
-        buf.size = init_size;
-        fuse_session_process_buf(f->session, &buf);
-        if (!f->initialized)
-                return -EPROTO;
+        r = fuse_file_replay_init(f, init, init_size);
+        if (r < 0)
+                return r;
+
+        /* Passthrough continues only through fuse_file_adopt_passthrough(): a file registered anew
+         * could serve no open while any file opened through the earlier registration, or opened
+         * without passthrough, is still open (see there). */
+        f->passthrough_fd = safe_close(f->passthrough_fd);
 
         /* Requests the dead daemon had read but not answered would wait forever: have the kernel
          * send them again. Without FUSE_NOTIFY_RESEND (Linux < 6.9) they stay unanswered. */
@@ -562,6 +834,16 @@ static void fuse_file_keep_init(FuseFile *f) {
                 f->init_size = h.len;
 }
 
+/* The opcode of the request in f->buf, or 0 (no request of ours) if it is not in memory. */
+static uint32_t fuse_file_opcode(const FuseFile *f) {
+        struct fuse_in_header h;
+
+        if (f->buf.size < sizeof(h) || (f->buf.flags & FUSE_BUF_IS_FD))
+                return 0;
+        memcpy(&h, f->buf.mem, sizeof(h));
+        return h.opcode;
+}
+
 static int on_fuse_io(sd_event_source *s _unused_, int fd _unused_, uint32_t revents _unused_, void *userdata) {
         FuseFile *f = userdata;
 
@@ -585,8 +867,12 @@ static int on_fuse_io(sd_event_source *s _unused_, int fd _unused_, uint32_t rev
                 }
 
                 /* Only until libfuse has seen INIT: nothing for the read path. */
-                if (!f->initialized)
+                if (!f->initialized) {
                         fuse_file_keep_init(f);
+                        if (f->passthrough_fd >= 0 && fuse_file_answer_init(f))
+                                continue;
+                } else if (f->backing_id > 0 && fuse_file_opcode(f) == FUSE_OPEN && fuse_file_answer_open(f))
+                        continue;
                 fuse_session_process_buf(f->session, &f->buf);
         }
 
@@ -639,6 +925,7 @@ FuseFile *fuse_file_free(FuseFile *f) {
         fuse_file_stop(f);
         if (f->session)
                 fuse_session_destroy(f->session);
+        (void) safe_close(f->passthrough_fd);
         free(f->buf.mem);
         free(f->init);
         free(f->path);

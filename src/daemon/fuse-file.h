@@ -38,6 +38,40 @@ typedef struct FuseFileStats {
 int fuse_file_new(const char *name, const char *path, Source *source, uint64_t offset, uint64_t size,
                   FuseFile **ret);
 
+/* Asks for FUSE passthrough (Linux 6.9, protocol 7.40): the kernel then reads backing_fd itself
+ * and reads of the file never reach the daemon, nor FuseFileStats. Offsets pass through 1:1, so
+ * the session must have been created with offset 0 and the size of backing_fd's data (the whole
+ * source); a mapping's offset and size limit then belong to the loop device (lo_offset,
+ * lo_sizelimit). backing_fd is duplicated; the kernel keeps its own reference to the file once
+ * registered.
+ *
+ * For a fresh connection: call after fuse_file_new() and before fuse_file_start(), i.e. before the
+ * session sees FUSE_INIT; the session then answers INIT itself (libfuse 3.14 cannot negotiate
+ * passthrough) and registers the file. Whether the kernel takes it is known once INIT has been
+ * answered (fuse_file_passthrough_active()); if it does not, reads are served by the daemon as
+ * without this call. A resumed connection keeps what it negotiated: see
+ * fuse_file_adopt_passthrough(). Returns 0, -EINVAL for a session with an offset, -EBUSY after
+ * INIT, or -errno. */
+int fuse_file_set_passthrough(FuseFile *f, int backing_fd);
+
+/* Whether opens of the file are answered with passthrough: the kernel accepted it in FUSE_INIT
+ * and the backing file is registered with the connection. A file keeps the path it was opened
+ * with. */
+bool fuse_file_passthrough_active(const FuseFile *f);
+
+/* The connection's passthrough registration (the kernel's backing id), for the restart record:
+ * > 0 while passthrough is active, else 0. It stays registered as long as the connection, also
+ * after fuse_file_free(), so that the next daemon can take it over. */
+int fuse_file_get_passthrough_id(const FuseFile *f);
+
+/* Loop thread, after fuse_file_resume(): continues passthrough on a resumed connection with the
+ * registration an earlier daemon made (backing_id from fuse_file_get_passthrough_id(), kept in the
+ * restart record). A resumed connection whose record has no id stays on the read path, even with
+ * fuse_file_set_passthrough(): the kernel fails every open that does not use the backing file the
+ * files already open use. Returns 0, -EINVAL for an id <= 0, -EBUSY before the session is
+ * initialised. */
+int fuse_file_adopt_passthrough(FuseFile *f, int backing_id);
+
 /* Runs on a worker: mounts a new FUSE connection on the session's path and hands its fd to the
  * session. Unmounting is the caller's job (a lazy umount2() of the path). */
 int fuse_file_mount(FuseFile *f);
@@ -48,7 +82,8 @@ int fuse_file_mount(FuseFile *f);
 /* Loop thread, instead of fuse_file_mount(): adopts fuse_fd (an initialised connection that an
  * earlier daemon served; taken over even on failure), replays the kernel's FUSE_INIT request init
  * that it received to libfuse, and asks the kernel to send again the requests that were read but
- * never answered. Nothing here waits for the kernel or for a FUSE file. Returns 0 or -errno. */
+ * never answered. Nothing here waits for the kernel or for a FUSE file. Passthrough resumes only
+ * with fuse_file_adopt_passthrough(). Returns 0 or -errno. */
 int fuse_file_resume(FuseFile *f, int fuse_fd, const uint8_t *init, size_t init_size);
 
 /* The session's /dev/fuse fd, and the FUSE_INIT request it was initialised with (NULL before

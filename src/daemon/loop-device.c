@@ -180,10 +180,23 @@ static int open_loop_instance(const LoopDevice *d) {
         return TAKE_FD(fd);
 }
 
-static int loop_device_verify(int nr, const char *backing_path, uint32_t block_size) {
-        _cleanup_(freep) char *backing = NULL;
+/* Whether the sysfs attribute attr of loop device nr holds want: 0, mismatch (an error of the
+ * device's configuration), or -errno. */
+static int loop_sysfs_expect(int nr, const char *attr, uint64_t want, int mismatch) {
         char p[128];
         uint64_t v;
+        int r;
+
+        (void) loop_sysfs_path(p, sizeof(p), nr, attr);
+        r = read_u64_file(p, &v);
+        if (r < 0)
+                return r;
+        return v == want ? 0 : mismatch;
+}
+
+static int loop_device_verify(int nr, const char *backing_path, uint32_t block_size, uint64_t offset,
+                              uint64_t size_limit) {
+        _cleanup_(freep) char *backing = NULL;
         int r;
 
         r = loop_device_read_backing_file(nr, &backing);
@@ -192,24 +205,18 @@ static int loop_device_verify(int nr, const char *backing_path, uint32_t block_s
         if (strcmp(backing, backing_path) != 0)
                 return -EBUSY;  /* someone else's file: we lost a race we should not lose */
 
-        (void) loop_sysfs_path(p, sizeof(p), nr, "ro");
-        r = read_u64_file(p, &v);
-        if (r < 0)
-                return r;
-        if (v != 1)
-                return -EROFS;
-
-        (void) loop_sysfs_path(p, sizeof(p), nr, "queue/logical_block_size");
-        r = read_u64_file(p, &v);
-        if (r < 0)
-                return r;
-        if (v != block_size)
-                return -EINVAL;
-        return 0;
+        r = loop_sysfs_expect(nr, "ro", 1, -EROFS);
+        if (r >= 0)
+                r = loop_sysfs_expect(nr, "queue/logical_block_size", block_size, -EINVAL);
+        if (r >= 0)
+                r = loop_sysfs_expect(nr, "loop/offset", offset, -EINVAL);
+        if (r >= 0)
+                r = loop_sysfs_expect(nr, "loop/sizelimit", size_limit, -EINVAL);
+        return r;
 }
 
-int loop_device_attach(const char *backing_path, uint32_t block_size, bool direct_io,
-                       LoopDevice *ret, uint64_t *ret_seqnum) {
+int loop_device_attach(const char *backing_path, uint32_t block_size, bool direct_io, uint64_t offset,
+                       uint64_t size_limit, LoopDevice *ret, uint64_t *ret_seqnum) {
         _cleanup_(closep) int backing = -EBADF, ctl = -EBADF;
         struct loop_config cfg;
         int r;
@@ -240,6 +247,8 @@ int loop_device_attach(const char *backing_path, uint32_t block_size, bool direc
                 .fd = (uint32_t) backing,
                 .block_size = block_size,
                 .info.lo_flags = LO_FLAGS_READ_ONLY | (direct_io ? LO_FLAGS_DIRECT_IO : 0),
+                .info.lo_offset = offset,
+                .info.lo_sizelimit = size_limit,
         };
         (void) snprintf((char *) cfg.info.lo_file_name, sizeof(cfg.info.lo_file_name), "%s", backing_path);
 
@@ -278,7 +287,7 @@ int loop_device_attach(const char *backing_path, uint32_t block_size, bool direc
                         return log_debug_errno(errno, "LOOP_CONFIGURE on loop%i failed: %m", nr);
                 }
 
-                r = loop_device_verify(nr, backing_path, block_size);
+                r = loop_device_verify(nr, backing_path, block_size, offset, size_limit);
                 if (r >= 0) {
                         char p[128];
 

@@ -22,11 +22,12 @@ typedef struct LoopDevice {
 
 /* Runs on a worker: opens backing_path (a file of ours, so never on the loop thread), takes a free
  * loop device under flock(/dev/loop-control) with retries on EBUSY, configures it read-only in one
- * LOOP_CONFIGURE call (no partition scan yet) and verifies what the kernel took. Writes the
+ * LOOP_CONFIGURE call (no partition scan yet), showing size_limit bytes (0: all) of backing_path
+ * from offset on, and verifies what the kernel took. Writes the
  * device and the kernel's uevent sequence number from just before configuration (udev events of
  * this attach have a larger one). Returns 0, -EBUSY if no free device could be had, or -errno. */
-int loop_device_attach(const char *backing_path, uint32_t block_size, bool direct_io,
-                       LoopDevice *ret, uint64_t *ret_seqnum);
+int loop_device_attach(const char *backing_path, uint32_t block_size, bool direct_io, uint64_t offset,
+                       uint64_t size_limit, LoopDevice *ret, uint64_t *ret_seqnum);
 
 /* Runs on a worker: turns on partition scanning as a separate step (setting it in LOOP_CONFIGURE
  * makes partition nodes flap while udev probes the new disk). Writes the uevent sequence number

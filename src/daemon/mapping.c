@@ -42,6 +42,9 @@
 #define RELEASE_TIMEOUT_USEC (5ULL * 1000000ULL)
 /* How often a lazy detach looks at sysfs itself, should a udev event get lost. */
 #define RELEASE_RECHECK_USEC (5ULL * 1000000ULL)
+/* How long an NBD server may take to connect and finish the handshake (unless the timeout option
+ * is shorter). */
+#define NBD_CONNECT_TIMEOUT_USEC (30ULL * 1000000ULL)
 /* How long teardown waits for udev to drop a released device's links before it goes on. */
 #define UDEV_REMOVE_TIMEOUT_USEC (10ULL * 1000000ULL)
 
@@ -92,6 +95,10 @@ int mapping_kernel_stat(const Mapping *m, BlockStat *ret) {
         return 0;
 }
 
+const char *mapping_read_path(const Mapping *m) {
+        return m->fuse && fuse_file_passthrough_active(m->fuse) ? "passthrough" : "daemon";
+}
+
 double mapping_cache_hit_ratio(const Mapping *m) {
         const FuseFileStats *st = mapping_stats(m);
         uint64_t kernel_bytes, served, base;
@@ -100,7 +107,9 @@ double mapping_cache_hit_ratio(const Mapping *m) {
         /* Counted from the attachment, or for a resumed mapping from the resumption, when our
          * own counters started again. */
         base = MAX(m->loop.read_sectors_base, m->cache_sectors_base);
-        if (m->direct_io_effective || !m->loop_attached || block_stat_read_loop(m->loop.nr, &bs) < 0 ||
+        /* Passthrough reads never reach us: nothing to compare with. */
+        if (m->direct_io_effective || !m->loop_attached || (m->fuse && fuse_file_passthrough_active(m->fuse)) ||
+            block_stat_read_loop(m->loop.nr, &bs) < 0 ||
             bs.read_sectors <= base)
                 return -1;
 
@@ -130,6 +139,7 @@ static Mapping *mapping_free(Mapping *m) {
         (void) safe_close(m->job.source_fd);
         free(m->job.source_description);
         source_free(m->job.source);
+        source_nbd_free(m->job.nbd);
         free(m->source_description);
         map_options_done(&m->options);
         free(m->wait_parts);
@@ -259,11 +269,25 @@ static void mapping_disarm_timer(Mapping *m) {
 static void mapping_activate(Mapping *m);
 static void mapping_check_partitions(Mapping *m);
 
+/* NBD: the protocol option for an fd, the scheme for an URI (uri_path holds it then). */
+static bool mapping_is_nbd(const Mapping *m) {
+        return streq_ptr(m->options.protocol, "nbd") || (m->uri_path && nbd_uri_is_nbd(m->uri_path));
+}
+
 static int job_open_source(void *userdata) {
         Mapping *m = userdata;
         char link[64], target[PATH_MAX];
         ssize_t n;
         int fd, r;
+
+        if (mapping_is_nbd(m)) {
+                /* Only starts connecting; the handshake runs on the loop. */
+                r = source_nbd_new(m->uri_path, m->job.source_fd, m->options.export_name, &m->job.nbd, m->job.error,
+                                   sizeof(m->job.error));
+                if (r >= 0 && !m->uri_path)
+                        m->job.source_fd = -EBADF;  /* libnbd's now */
+                return r;
+        }
 
         /* Runs on a worker: the source may be a file of our own (open, fstat and the size check
          * can then need an answer from the loop thread). A path is looked at through O_PATH
@@ -313,6 +337,7 @@ static int job_open_source(void *userdata) {
                                sizeof(m->job.error));
         if (r < 0)
                 return r;
+        m->job.source_on_fuse = source_fd_is_on_fuse(fd);
 
         if (m->uri_path)
                 m->job.source_description = strdup(m->uri_path);
@@ -367,7 +392,10 @@ static int job_attach(void *userdata) {
                 return r;
         }
 
-        return loop_device_attach(m->path, m->options.sector_size, m->options.direct_io, &m->job.loop,
+        /* The loop device shows the mapping's extent of what the FUSE file shows. */
+        return loop_device_attach(m->path, m->options.sector_size, m->options.direct_io,
+                                  m->options.offset - m->fuse_offset, m->fuse_offset == m->options.offset &&
+                                  m->fuse_size == m->options.size ? 0 : m->options.size, &m->job.loop,
                                   &m->job.seqnum);
 }
 
@@ -488,6 +516,8 @@ static void on_mount_done(int result, void *userdata) {
 }
 
 static int mapping_watch_reads(Mapping *m);
+static void on_nbd_connected(int result, const char *error, void *userdata);
+static void mapping_source_ready(Mapping *m);
 
 static void on_source_open_done(int result, void *userdata) {
         Mapping *m = userdata;
@@ -503,6 +533,20 @@ static void on_source_open_done(int result, void *userdata) {
                 goto finish;
         }
 
+        if (m->job.nbd) {
+                r = source_nbd_start(m->job.nbd, m->manager->event, on_nbd_connected, m);
+                if (r < 0) {
+                        mapping_fail(m, FUSELOOP_ERROR_SETUP_FAILED, "cannot watch the NBD connection: %s",
+                                     strerror(-r));
+                        goto finish;
+                }
+                m->step = STEP_CONNECT;
+                mapping_arm_timer(m, m->options.timeout_sec > 0 ?
+                                             MIN(NBD_CONNECT_TIMEOUT_USEC, m->options.timeout_sec * 1000000ULL) :
+                                             NBD_CONNECT_TIMEOUT_USEC);
+                goto finish;
+        }
+
         r = map_options_resolve(&m->options, m->job.source_size, err, sizeof(err));
         if (r < 0) {
                 mapping_fail(m, FUSELOOP_ERROR_INVALID_OPTION, "%s", err);
@@ -511,6 +555,7 @@ static void on_source_open_done(int result, void *userdata) {
 
         m->source_description = TAKE_PTR(m->job.source_description);
         m->source_read_async = m->job.source_read_async;
+        m->source_on_fuse = m->job.source_on_fuse;
         r = source_fd_new(m->manager->ring, m->job.source_fd, m->job.source_size, m->job.source_read_async,
                           m->source_description,
                           &m->source);
@@ -519,22 +564,90 @@ static void on_source_open_done(int result, void *userdata) {
                 goto finish;
         }
         m->job.source_fd = -EBADF;  /* owned by the source now */
+        mapping_source_ready(m);
+finish:
+        mapping_unref(m);
+}
 
-        r = fuse_file_new(m->name, m->path, m->source, m->options.offset, m->options.size, &m->fuse);
+static void on_source_failed(Source *s, void *userdata) {
+        Mapping *m = userdata;
+
+        log_mapping_error(m, "%s; its reads fail with EIO.", s->error);
+        bus_mapping_emit_changed(m, "SourceError");
+}
+
+static void on_nbd_connected(int result, const char *error, void *userdata) {
+        Mapping *m = userdata;
+        char err[256];
+        int r;
+
+        if (m->step != STEP_CONNECT)
+                return;
+        mapping_disarm_timer(m);
+        m->step = STEP_NONE;
+
+        if (result < 0) {
+                mapping_fail(m, FUSELOOP_ERROR_INVALID_SOURCE, "invalid source: %s", error);
+                return;
+        }
+
+        m->source = source_nbd_get_source(TAKE_PTR(m->job.nbd));
+        m->source->failed = on_source_failed;
+        m->source->failed_userdata = m;
+        m->source_description = strdup(m->source->description);
+        if (!m->source_description) {
+                mapping_fail(m, FUSELOOP_ERROR_SETUP_FAILED, "out of memory");
+                return;
+        }
+        r = map_options_resolve(&m->options, m->source->size, err, sizeof(err));
+        if (r < 0) {
+                mapping_fail(m, FUSELOOP_ERROR_INVALID_OPTION, "%s", err);
+                return;
+        }
+        mapping_source_ready(m);
+}
+
+/* Passthrough for fd sources, unless the daemon must see every read: to answer a read that
+ * outlives the timeout option with EIO, or to watch a source that is itself served by a process
+ * (a file on FUSE, maybe our own) that may hang. */
+static bool mapping_wants_passthrough(const Mapping *m) {
+        return m->options.passthrough && source_fd_get_fd(m->source) >= 0 && m->options.timeout_sec == 0 &&
+               !m->source_on_fuse;
+}
+
+/* The source is there and the options fit it: the FUSE session comes next. */
+static void mapping_source_ready(Mapping *m) {
+        int fd = source_fd_get_fd(m->source);
+        int r;
+
+        /* Passthrough maps offsets 1:1: the FUSE file shows the whole source, and the loop device
+         * the mapping's part of it. Should the kernel refuse passthrough, the daemon serves that
+         * file as any other. */
+        if (mapping_wants_passthrough(m)) {
+                m->fuse_offset = 0;
+                m->fuse_size = m->source->size;
+        } else {
+                m->fuse_offset = m->options.offset;
+                m->fuse_size = m->options.size;
+        }
+        r = fuse_file_new(m->name, m->path, m->source, m->fuse_offset, m->fuse_size, &m->fuse);
         if (r < 0) {
                 mapping_fail(m, FUSELOOP_ERROR_SETUP_FAILED, "cannot create the FUSE session: %s", strerror(-r));
-                goto finish;
+                return;
+        }
+        if (mapping_wants_passthrough(m)) {
+                r = fuse_file_set_passthrough(m->fuse, fd);
+                if (r < 0)
+                        log_mapping_warning_errno(m, r, "cannot ask for passthrough: %m; fuseloopd reads the source.");
         }
         r = mapping_watch_reads(m);
         if (r < 0) {
                 mapping_fail(m, FUSELOOP_ERROR_SETUP_FAILED, "cannot watch the reads of the FUSE session: %s",
                              strerror(-r));
-                goto finish;
+                return;
         }
 
         mapping_run_job(m, STEP_MOUNT, job_mount, on_mount_done);
-finish:
-        mapping_unref(m);
 }
 
 static int on_caller_owner_changed(sd_bus_message *msg, void *userdata, sd_bus_error *error _unused_) {
@@ -638,12 +751,22 @@ static void mapping_store(Mapping *m) {
                 .direct_io_effective = m->direct_io_effective,
                 .source_read_async = m->source_read_async,
                 .caller = m->caller,
+                .fuse_offset = m->fuse_offset,
+                .fuse_size = m->fuse_size,
+                .passthrough_id = fuse_file_get_passthrough_id(m->fuse),
         };
         const uint8_t *init;
         int r;
 
         if (!fd_store_available())
                 return;
+
+        if (source_is_nbd(m->source)) {
+                /* An NBD connection cannot be handed on in the middle of the protocol. */
+                log_mapping_notice(m, "an NBD source cannot be handed to a restarted fuseloopd; the mapping "
+                                   "is removed when fuseloopd stops.");
+                return;
+        }
 
         fuse_file_get_init(m->fuse, &init, &rec.fuse_init_size);
         rec.fuse_init = (uint8_t *) init;
@@ -969,7 +1092,11 @@ static void mapping_teardown(Mapping *m) {
                 }
         }
 
+        /* Still connecting: the handshake ends here. */
+        m->job.nbd = source_nbd_free(m->job.nbd);
+
         if (m->fuse || m->source || m->job.run_file_created) {
+                source_stop(m->source);
                 m->job.source = TAKE_PTR(m->source);
                 mapping_run_job(m, STEP_UNMOUNT, job_unmount, on_unmount_done);
                 return;
@@ -1085,6 +1212,9 @@ static int on_timer(sd_event_source *s _unused_, uint64_t usec _unused_, void *u
                         mapping_run_job(m, STEP_CANCEL_AUTOCLEAR, job_cancel_autoclear, on_cancel_autoclear_done);
                 else
                         mapping_arm_timer(m, RELEASE_RECHECK_USEC);
+                break;
+        case STEP_CONNECT:
+                mapping_fail(m, FUSELOOP_ERROR_TIMEOUT, "the NBD server did not complete the handshake in time");
                 break;
         case STEP_WAIT_REMOVED:
                 log_mapping_warning(m, "udev did not process the release of /dev/loop%i in time; its links may "
@@ -1228,13 +1358,15 @@ int mapping_resume(Manager *manager, StoredMapping *s) {
         if (block_stat_read_loop(loop.nr, &bs) >= 0)
                 m->cache_sectors_base = bs.read_sectors;
 
-        r = source_fd_new(manager->ring, s->fds[FD_STORE_SOURCE], m->options.offset + m->options.size,
+        m->fuse_offset = rec.fuse_offset;
+        m->fuse_size = rec.fuse_size;
+        r = source_fd_new(manager->ring, s->fds[FD_STORE_SOURCE], m->fuse_offset + m->fuse_size,
                           m->source_read_async, m->source_description, &m->source);
         if (r < 0)
                 goto fail;
         s->fds[FD_STORE_SOURCE] = -EBADF;
 
-        r = fuse_file_new(m->name, m->path, m->source, m->options.offset, m->options.size, &m->fuse);
+        r = fuse_file_new(m->name, m->path, m->source, m->fuse_offset, m->fuse_size, &m->fuse);
         if (r < 0)
                 goto fail;
         fuse_file_set_device(m->fuse, mapping_device(m, dev, sizeof(dev)));
@@ -1244,6 +1376,13 @@ int mapping_resume(Manager *manager, StoredMapping *s) {
         r = fuse_file_resume(m->fuse, TAKE_FD(s->fds[FD_STORE_FUSE]), rec.fuse_init, rec.fuse_init_size);
         if (r < 0)
                 goto fail;
+        /* The connection still has the registration the earlier daemon made, and the files open
+         * through it need new opens to use the same. */
+        if (rec.passthrough_id > 0) {
+                r = fuse_file_adopt_passthrough(m->fuse, rec.passthrough_id);
+                if (r < 0)
+                        goto fail;
+        }
         r = fuse_file_start(m->fuse, manager->event, on_fuse_gone, m);
         if (r < 0)
                 goto fail;
@@ -1296,7 +1435,7 @@ static void on_fuse_stalled(FuseFile *f _unused_, bool stalled _unused_, void *u
         Mapping *m = userdata;
 
         /* The FUSE session logged it; Stalled reads its state from there. */
-        bus_mapping_emit_stalled(m);
+        bus_mapping_emit_changed(m, "Stalled");
 }
 
 /* Gives the mapping's FUSE session its read timeout and has it report stalls. */

@@ -14,6 +14,7 @@
 #include "manager.h"
 #include "options.h"
 #include "source.h"
+#include "source-nbd.h"
 #include "util.h"
 
 typedef enum MappingState {
@@ -31,6 +32,7 @@ const char *mapping_state_to_string(MappingState s);
 typedef enum MappingStep {
         STEP_NONE,
         STEP_OPEN_SOURCE,
+        STEP_CONNECT,
         STEP_MOUNT,
         STEP_ATTACH,
         STEP_WAIT_DISK,
@@ -67,16 +69,22 @@ struct Mapping {
         Source *source;
         char *source_description;
         bool source_read_async;  /* see source_fd_new() */
+        bool source_on_fuse;     /* the source is a file on FUSE */
         FuseFile *fuse;
         LoopDevice loop;
         bool loop_attached;
         uint64_t cache_sectors_base;  /* a resumed mapping's read sectors when it was resumed */
+        /* The part of the source the FUSE file shows: the mapping's extent, or for passthrough
+         * (offsets map 1:1) the whole source, with the extent in lo_offset and lo_sizelimit. */
+        uint64_t fuse_offset, fuse_size;
 
         /* Written only by the running job (workers), read by its done callback. */
         struct {
                 int source_fd;
+                SourceNbd *nbd;          /* an NBD source, connecting until on the loop */
                 uint64_t source_size;
                 bool source_read_async;
+                bool source_on_fuse;
                 char *source_description;
                 Source *source;          /* handed to the unmount job to close */
                 bool run_file_created;   /* the mount job made <run-dir>/<name> */
@@ -153,6 +161,10 @@ Mapping *mapping_unref(Mapping *m);
 const char *mapping_device(const Mapping *m, char *buf, size_t len);
 
 const FuseFileStats *mapping_stats(const Mapping *m);
+
+/* Who reads the source for the loop device: "passthrough" (the kernel, from the FUSE file's
+ * backing file) or "daemon" (fuseloopd, through the FUSE session). */
+const char *mapping_read_path(const Mapping *m);
 
 /* The share (0..1) of the bytes the loop device read from its backing file that the kernel's
  * page cache of the FUSE file answered without asking us; -1 when that means nothing: direct I/O

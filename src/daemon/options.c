@@ -30,6 +30,7 @@ static const struct {
         { FUSELOOP_OPT_TIMEOUT,        'u' },
         { FUSELOOP_OPT_UNTRUSTED,      'b' },
         { FUSELOOP_OPT_MOUNT_POINT,    's' },
+        { FUSELOOP_OPT_PASSTHROUGH,    'b' },
 };
 
 char map_option_type(const char *key) {
@@ -93,6 +94,8 @@ int map_options_set(MapOptions *o, const char *key, const char *type, const Opti
                 o->bind_to_caller = v->b;
         else if (strcmp(key, FUSELOOP_OPT_UNTRUSTED) == 0)
                 o->untrusted = v->b;
+        else if (strcmp(key, FUSELOOP_OPT_PASSTHROUGH) == 0)
+                o->passthrough = v->b;
         else if (strcmp(key, FUSELOOP_OPT_MOUNT_POINT) == 0) {
                 /* Only recorded, never used by us; but clients unmount what it names, so it must
                  * name one place plainly. */
@@ -125,8 +128,8 @@ int map_options_set(MapOptions *o, const char *key, const char *type, const Opti
                 }
                 o->timeout_sec = v->u;
         } else if (strcmp(key, FUSELOOP_OPT_PROTOCOL) == 0) {
-                if (strcmp(v->s, "raw") != 0) {
-                        (void) snprintf(errbuf, errlen, "unsupported protocol '%.64s' (supported: raw)", v->s);
+                if (strcmp(v->s, "raw") != 0 && strcmp(v->s, "nbd") != 0) {
+                        (void) snprintf(errbuf, errlen, "unsupported protocol '%.64s' (supported: raw, nbd)", v->s);
                         return -EINVAL;
                 }
                 return set_string(&o->protocol, key, v->s, 16, errbuf, errlen);

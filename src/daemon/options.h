@@ -15,12 +15,13 @@ typedef struct MapOptions {
         bool bind_to_caller;
         uint32_t timeout_sec;    /* a read waits at most this long for the source; 0: no limit */
         bool untrusted;          /* udev marks the device UDISKS_IGNORE=1 */
+        bool passthrough;        /* let the kernel read a file source itself where it can */
         char *mount_point;       /* recorded for clients (fuseloopctl map --mount); NULL: none */
         char *protocol;          /* NULL: "raw" */
         char *export_name;
 } MapOptions;
 
-#define MAP_OPTIONS_INIT ((MapOptions) { .sector_size = 512 })
+#define MAP_OPTIONS_INIT ((MapOptions) { .sector_size = 512, .passthrough = true })
 
 /* A value from a variant: which member is valid depends on the D-Bus type character. */
 typedef union OptionValue {

@@ -108,6 +108,9 @@ int restart_record_format(const RestartRecord *r, char **ret_text, size_t *ret_l
         writer_printf(&w, "source-async=%i\n", r->source_read_async);
         writer_string(&w, "caller", r->caller);
         writer_hex(&w, "fuse-init", r->fuse_init, r->fuse_init_size);
+        writer_printf(&w, "fuse-offset=%" PRIu64 "\n", r->fuse_offset);
+        writer_printf(&w, "fuse-size=%" PRIu64 "\n", r->fuse_size);
+        writer_printf(&w, "passthrough-id=%i\n", r->passthrough_id);
 
         /* Options, by their D-Bus names. */
         writer_printf(&w, FUSELOOP_OPT_OFFSET "=%" PRIu64 "\n", r->options.offset);
@@ -118,6 +121,7 @@ int restart_record_format(const RestartRecord *r, char **ret_text, size_t *ret_l
         writer_printf(&w, FUSELOOP_OPT_BIND_TO_CALLER "=%i\n", r->options.bind_to_caller);
         writer_printf(&w, FUSELOOP_OPT_TIMEOUT "=%" PRIu32 "\n", r->options.timeout_sec);
         writer_printf(&w, FUSELOOP_OPT_UNTRUSTED "=%i\n", r->options.untrusted);
+        writer_printf(&w, FUSELOOP_OPT_PASSTHROUGH "=%i\n", r->options.passthrough);
         writer_string(&w, FUSELOOP_OPT_MOUNT_POINT, r->options.mount_point);
         writer_string(&w, FUSELOOP_OPT_PROTOCOL, r->options.protocol);
         writer_string(&w, FUSELOOP_OPT_EXPORT_NAME, r->options.export_name);
@@ -225,7 +229,7 @@ static bool fuse_init_is_valid(const uint8_t *b, size_t n) {
 
 static const char *const record_keys[] = {
         "name", "owner", "created", "uri-path", "source", "loop", "diskseq", "read-ios-base", "read-sectors-base",
-        "dio", "source-async", "caller", "fuse-init",
+        "dio", "source-async", "caller", "fuse-init", "fuse-offset", "fuse-size", "passthrough-id",
 };
 
 static int parse_u64(const char *key, const char *v, uint64_t max, uint64_t *ret, char *errbuf, size_t errlen) {
@@ -326,7 +330,17 @@ static int parse_line(RestartRecord *r, const char *key, const char *raw, size_t
                 k = parse_u64(key, v, UINT64_MAX, &r->loop_read_ios_base, errbuf, errlen);
         else if (streq(key, "read-sectors-base"))
                 k = parse_u64(key, v, UINT64_MAX, &r->loop_read_sectors_base, errbuf, errlen);
-        else if (streq(key, "dio"))
+        else if (streq(key, "fuse-offset"))
+                k = parse_u64(key, v, UINT64_MAX, &r->fuse_offset, errbuf, errlen);
+        else if (streq(key, "fuse-size"))
+                k = parse_u64(key, v, UINT64_MAX, &r->fuse_size, errbuf, errlen);
+        else if (streq(key, "passthrough-id")) {
+                uint64_t u;
+
+                k = parse_u64(key, v, INT32_MAX, &u, errbuf, errlen);
+                if (k >= 0)
+                        r->passthrough_id = (int) u;
+        } else if (streq(key, "dio"))
                 k = parse_bool(key, v, &r->direct_io_effective, errbuf, errlen);
         else if (streq(key, "source-async"))
                 k = parse_bool(key, v, &r->source_read_async, errbuf, errlen);
@@ -422,9 +436,12 @@ int restart_record_parse(const char *text, size_t len, RestartRecord *ret, char 
 
         /* Required: every key but the optional ones, and the mapping's extent. */
         for (size_t i = 0; i < ELEMENTSOF(record_keys); i++) {
-                /* The bases came later: a record of an earlier version has none (they are 0). */
+                /* The bases and the FUSE file's extent came later: a record of an earlier version
+                 * has none (they are 0). */
                 if (streq(record_keys[i], "uri-path") || streq(record_keys[i], "caller") ||
-                    streq(record_keys[i], "read-ios-base") || streq(record_keys[i], "read-sectors-base"))
+                    streq(record_keys[i], "read-ios-base") || streq(record_keys[i], "read-sectors-base") ||
+                    streq(record_keys[i], "fuse-offset") || streq(record_keys[i], "fuse-size") ||
+                    streq(record_keys[i], "passthrough-id"))
                         continue;
                 if (!key_seen(seen, n_seen, record_keys[i])) {
                         k = fail(errbuf, errlen, "the record lacks '%s'", record_keys[i]);
@@ -438,6 +455,15 @@ int restart_record_parse(const char *text, size_t len, RestartRecord *ret, char 
         if (r.options.offset % 512 != 0 || r.options.size < r.options.sector_size ||
             r.options.offset > UINT64_MAX - r.options.size) {
                 k = fail(errbuf, errlen, "the record's offset and size do not describe a mapping");
+                goto fail;
+        }
+        if (r.fuse_size == 0) {
+                r.fuse_offset = r.options.offset;
+                r.fuse_size = r.options.size;
+        }
+        if (r.fuse_offset > UINT64_MAX - r.fuse_size || r.fuse_offset > r.options.offset ||
+            r.options.offset + r.options.size > r.fuse_offset + r.fuse_size) {
+                k = fail(errbuf, errlen, "the record's FUSE file does not hold the mapping");
                 goto fail;
         }
         if (r.options.bind_to_caller != !!r.caller) {

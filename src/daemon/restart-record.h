@@ -34,6 +34,11 @@ typedef struct RestartRecord {
         char *caller;              /* bind-to-caller: the caller's unique bus name, or NULL */
         uint8_t *fuse_init;        /* the FUSE_INIT request as the kernel sent it */
         size_t fuse_init_size;
+        /* The part of the source the FUSE file shows: the mapping's extent, or (for passthrough)
+         * the whole source with the extent in the loop device. fuse_size 0: the mapping's extent
+         * (a record of an earlier version). */
+        uint64_t fuse_offset, fuse_size;
+        int passthrough_id;        /* the connection's passthrough registration; 0: none */
 } RestartRecord;
 
 #define RESTART_RECORD_INIT ((RestartRecord) { .options = MAP_OPTIONS_INIT, .loop_nr = -1 })

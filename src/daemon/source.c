@@ -1,5 +1,6 @@
 /* The data source interface: dispatch to the implementation. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "source.h"
 
@@ -12,10 +13,27 @@ void source_flush(Source *s) {
                 s->vtable->flush(s);
 }
 
+void source_set_error(Source *s, const char *error) {
+        char *e = strdup(error);
+
+        if (!e)
+                return;
+        free(s->error);
+        s->error = e;
+        if (s->failed)
+                s->failed(s, s->failed_userdata);
+}
+
+void source_stop(Source *s) {
+        if (s && s->vtable->stop)
+                s->vtable->stop(s);
+}
+
 Source *source_free(Source *s) {
         if (!s)
                 return NULL;
         free(s->description);
+        free(s->error);
         s->vtable->free(s);
         return NULL;
 }

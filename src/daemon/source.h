@@ -17,13 +17,22 @@ typedef struct SourceVTable {
                     void *userdata);
         /* Pushes reads queued since the last call to the kernel. */
         void (*flush)(Source *s);
+        /* Optional: lets go of what belongs to the event loop; runs on the loop before free(),
+         * which may run on a worker. */
+        void (*stop)(Source *s);
         void (*free)(Source *s);
 } SourceVTable;
+
+/* Called on the loop when the source can no longer serve reads (s->error says why). */
+typedef void (*SourceFailed)(Source *s, void *userdata);
 
 struct Source {
         const SourceVTable *vtable;
         uint64_t size;         /* bytes the source has */
         char *description;     /* what the user sees as "Source" */
+        char *error;           /* why it cannot serve reads any more; NULL while it can */
+        SourceFailed failed;
+        void *failed_userdata;
 };
 
 /* Reads through the source's implementation. */
@@ -31,6 +40,12 @@ int source_read(Source *s, void *buf, size_t len, uint64_t offset, SourceReadDon
 
 /* Submits queued reads. */
 void source_flush(Source *s);
+
+/* Records why the source cannot serve reads any more and tells its owner. */
+void source_set_error(Source *s, const char *error);
+
+/* Runs on the loop before the source is handed to a worker to be freed. */
+void source_stop(Source *s);
 
 /* Closes and frees the source; returns NULL. No read may be in flight. */
 Source *source_free(Source *s);

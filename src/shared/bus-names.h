@@ -37,6 +37,7 @@
 #define FUSELOOP_OPT_TIMEOUT            "timeout"         /* u, seconds; 0: none */
 #define FUSELOOP_OPT_UNTRUSTED          "untrusted"       /* b */
 #define FUSELOOP_OPT_MOUNT_POINT        "mount-point"     /* s */
+#define FUSELOOP_OPT_PASSTHROUGH        "passthrough"     /* b, default true */
 /* Unmap options. */
 #define FUSELOOP_OPT_LAZY               "lazy"            /* b */
 

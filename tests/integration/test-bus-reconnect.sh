@@ -30,7 +30,8 @@ start_daemon
 on_shared_bus no_owner || fail "$FL_BUS is owned on the shared system bus $FL_SHARED_BUS"
 
 step "map and mount"
-DEV=$(ctl_map "$NAME" "$FL_TMP/ext4.img")
+# Through the daemon (no passthrough): its read counters are checked below.
+DEV=$(ctl_map --passthrough=off "$NAME" "$FL_TMP/ext4.img")
 mount_ro "$DEV" "$FL_TMP/mnt" ext4
 check_tree "$FL_TMP/mnt" "$FL_TMP/tree"
 BEFORE=$(bytes_read)

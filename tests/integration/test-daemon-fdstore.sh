@@ -25,8 +25,9 @@ start_daemon
 FIRST=$FL_DAEMON_PID
 
 step "map three mappings, mount the ext4 partition"
-DEV=$(ctl_map --partscan --untrusted gpt "$FL_TMP/gpt.img")
-RAW_DEV=$(flbus map-uri raw "$FL_TMP/raw.bin" mount-point=s:/mnt/raw)
+# Reads through the daemon (no passthrough): they are what must wait while no daemon runs.
+DEV=$(ctl_map --passthrough=off --partscan --untrusted gpt "$FL_TMP/gpt.img")
+RAW_DEV=$(flbus map-uri raw "$FL_TMP/raw.bin" mount-point=s:/mnt/raw passthrough=b:false)
 RAW_DEV=${RAW_DEV#* }
 # Bound to a caller that stays connected across the restart (the bus does not restart).
 "$FUSELOOPCTL" map --bind bound "$FL_TMP/raw.bin" >"$FL_TMP/bound.dev" 2>"$FL_TMP/bound.err" &

@@ -38,8 +38,9 @@ fdstore_start
 start_daemon
 
 step "map, mount"
-DEV=$(ctl_map ext4 "$FL_TMP/ext4.img")
-RAW_DEV=$(ctl_map raw "$FL_TMP/raw.bin")
+# Reads through the daemon (no passthrough): they are what must wait during the handover.
+DEV=$(ctl_map --passthrough=off ext4 "$FL_TMP/ext4.img")
+RAW_DEV=$(ctl_map --passthrough=off raw "$FL_TMP/raw.bin")
 wait_fdstore 6
 mount_ro "$DEV" "$FL_TMP/mnt" ext4
 check_tree "$FL_TMP/mnt" "$FL_TMP/tree"

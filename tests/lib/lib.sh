@@ -82,6 +82,9 @@ FL_MONITOR_PID=
 FL_MONITOR_LOG=
 FL_MOUNTS=()
 FL_PIDS=()
+# Servers that on SIGTERM wait for their clients (nbdkit waits for fuseloopd to disconnect): the
+# cleanup ends them with SIGKILL, before anything else.
+FL_KILL_PIDS=()
 FL_TEST_STARTTIME=
 FL_ACTIVATED_PID=
 FL_ACTIVATED_STARTTIME=
@@ -1221,6 +1224,10 @@ fl_cleanup() {
         trap - ERR
         set +e
         stop_monitor
+        for pid in "${FL_KILL_PIDS[@]}"; do
+                kill -KILL "$pid" 2>/dev/null
+                wait "$pid" 2>/dev/null
+        done
         for pid in "${FL_PIDS[@]}"; do
                 kill "$pid" 2>/dev/null
                 wait "$pid" 2>/dev/null
@@ -1382,4 +1389,35 @@ start_errfs() {
         FL_PIDS+=("$ERRFS")
         FL_MOUNTS+=("$FL_TMP/errfs")
         wait_for 10 "errfs to be mounted" mountpoint -q "$FL_TMP/errfs"
+}
+
+# ---------------------------------------------------------------- nbdkit --
+
+# start_nbdkit VAR SOCKET NBDKIT-ARGS...: runs nbdkit (a real NBD server) in the foreground on the
+# Unix socket SOCKET and stores its pid in VAR; the cleanup ends it with SIGKILL (FL_KILL_PIDS).
+# Its output goes to $FL_TMP/nbdkit.log.
+start_nbdkit() {
+        local _fl_var=$1 _fl_sock=$2 _fl_pid
+
+        shift 2
+        command -v nbdkit >/dev/null || skip "nbdkit is not installed"
+        rm -f "$_fl_sock"
+        nbdkit -f -U "$_fl_sock" "$@" >>"$FL_TMP/nbdkit.log" 2>&1 8>&- &
+        _fl_pid=$!
+        FL_KILL_PIDS+=("$_fl_pid")
+        printf -v "$_fl_var" %s "$_fl_pid"
+        wait_for 10 "nbdkit to listen on $_fl_sock" test -S "$_fl_sock"
+        log "nbdkit $* on $_fl_sock (pid $_fl_pid)"
+}
+
+# stop_nbdkit PID: ends an nbdkit of this test at once (as a crash would) and reaps it.
+stop_nbdkit() {
+        local keep=() p
+
+        kill -KILL "$1" 2>/dev/null || true
+        wait "$1" 2>/dev/null || true
+        for p in "${FL_KILL_PIDS[@]}"; do
+                [ "$p" = "$1" ] || keep+=("$p")
+        done
+        FL_KILL_PIDS=("${keep[@]}")
 }

@@ -86,8 +86,17 @@ static void test_bad_options(void) {
         CHECK_INT_EQ(o.sector_size, 512);
 
         v = (OptionValue) { .s = "nbd" };
+        CHECK_INT_EQ(map_options_set(&o, "protocol", "s", &v, err, sizeof(err)), 0);
+        CHECK_STR_EQ(o.protocol, "nbd");
+        v = (OptionValue) { .s = "iscsi" };
         CHECK_INT_EQ(map_options_set(&o, "protocol", "s", &v, err, sizeof(err)), -EINVAL);
-        CHECK(strstr(err, "unsupported protocol 'nbd'"), "message '%s'", err);
+        CHECK(strstr(err, "unsupported protocol 'iscsi' (supported: raw, nbd)"), "message '%s'", err);
+        CHECK_STR_EQ(o.protocol, "nbd");
+
+        CHECK(o.passthrough, "%s", "passthrough is not the default");
+        v = (OptionValue) { .b = 0 };
+        CHECK_INT_EQ(map_options_set(&o, "passthrough", "b", &v, err, sizeof(err)), 0);
+        CHECK(!o.passthrough, "%s", "passthrough=false was not taken");
 
         map_options_done(&o);
 }

@@ -55,6 +55,10 @@ static void fill(RestartRecord *r, uint8_t *init) {
         r->source_read_async = true;
         r->fuse_init = init;
         r->fuse_init_size = make_init(init, 38);
+        r->fuse_offset = 0;
+        r->fuse_size = 16777216;
+        r->passthrough_id = 3;
+        r->options.passthrough = false;
 }
 
 static void test_round_trip(void) {
@@ -93,6 +97,10 @@ static void test_round_trip(void) {
         CHECK(b.source_read_async, "%s", "source-async");
         CHECK(b.fuse_init_size == a.fuse_init_size && memcmp(b.fuse_init, init, a.fuse_init_size) == 0,
               "fuse-init size %zu", b.fuse_init_size);
+        CHECK(b.fuse_offset == 0 && b.fuse_size == 16777216, "fuse extent %llu+%llu",
+              (unsigned long long) b.fuse_offset, (unsigned long long) b.fuse_size);
+        CHECK_INT_EQ(b.passthrough_id, 3);
+        CHECK(!b.options.passthrough, "%s", "passthrough option");
 
         /* Without the optional fields. */
         restart_record_done(&b);
@@ -170,6 +178,9 @@ static void test_refused(void) {
                 { "read-sectors-base", "read-sectors-base=1x" },
                 { "untrusted", "untrusted=2" },
                 { "untrusted", "untrusted=1\nmount-point=relative" },
+                { "fuse-size", "fuse-size=4096" },        /* does not hold the mapping */
+                { "fuse-offset", "fuse-offset=2097152" }, /* starts after the mapping */
+                { "passthrough-id", "passthrough-id=-1" },
         };
         uint8_t init[RESTART_RECORD_INIT_MAX];
         RestartRecord a, b;
@@ -203,15 +214,23 @@ static void test_refused(void) {
         {
                 char *t1 = edit(text, "read-ios-base", NULL), *t2 = edit(t1, "read-sectors-base", NULL);
                 char *t3 = edit(t2, "untrusted", NULL), *t4 = edit(t3, "mount-point", NULL);
+                char *t5 = edit(t4, "fuse-offset", NULL), *t6 = edit(t5, "fuse-size", NULL);
+                char *t7 = edit(t6, "passthrough-id", NULL);
 
-                CHECK_INT_EQ(restart_record_parse(t4, strlen(t4), &b, err, sizeof(err)), 0);
+                CHECK_INT_EQ(restart_record_parse(t7, strlen(t7), &b, err, sizeof(err)), 0);
                 CHECK(b.loop_read_ios_base == 0 && b.loop_read_sectors_base == 0 && !b.options.untrusted &&
                       !b.options.mount_point, "%s", "an earlier version's record");
+                /* Its FUSE file showed the mapping's extent. */
+                CHECK(b.fuse_offset == a.options.offset && b.fuse_size == a.options.size && b.passthrough_id == 0,
+                      "%s", "an earlier version's FUSE extent");
                 restart_record_done(&b);
                 free(t1);
                 free(t2);
                 free(t3);
                 free(t4);
+                free(t5);
+                free(t6);
+                free(t7);
         }
 
         /* Another version. */
