@@ -333,11 +333,10 @@ static int job_open_source(void *userdata) {
         (void) safe_close(m->job.source_fd);
         m->job.source_fd = fd;
 
-        r = source_fd_get_size(fd, &m->job.source_size, &m->job.source_read_async, m->job.error,
-                               sizeof(m->job.error));
+        r = source_fd_get_size(fd, &m->job.source_size, &m->job.source_read_async, &m->job.source_on_fuse,
+                               m->job.error, sizeof(m->job.error));
         if (r < 0)
                 return r;
-        m->job.source_on_fuse = source_fd_is_on_fuse(fd);
 
         if (m->uri_path)
                 m->job.source_description = strdup(m->uri_path);

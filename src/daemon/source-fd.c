@@ -274,13 +274,15 @@ int source_fd_check(int fd, bool check_access, char *errbuf, size_t errlen) {
         return 0;
 }
 
-bool source_fd_is_on_fuse(int fd) {
+/* Runs on a worker (a file of ours answers fstatfs() from the loop). */
+static bool source_fd_is_on_fuse(int fd) {
         struct statfs sfs;
 
         return fstatfs(fd, &sfs) >= 0 && sfs.f_type == FUSE_SUPER_MAGIC;
 }
 
-int source_fd_get_size(int fd, uint64_t *ret_size, bool *ret_read_async, char *errbuf, size_t errlen) {
+int source_fd_get_size(int fd, uint64_t *ret_size, bool *ret_read_async, bool *ret_on_fuse, char *errbuf,
+                       size_t errlen) {
         struct stat st;
         uint64_t size;
 
@@ -307,7 +309,8 @@ int source_fd_get_size(int fd, uint64_t *ret_size, bool *ret_read_async, char *e
         /* An inline read first asks the file whether it would block: on FUSE that is a POLL
          * request to the file system's server, and the loop thread would wait for it. That server
          * may be slow, hung, or this very daemon (a mapping's own file mapped again). */
-        *ret_read_async = S_ISBLK(st.st_mode) || source_fd_is_on_fuse(fd);
+        *ret_on_fuse = source_fd_is_on_fuse(fd);
+        *ret_read_async = S_ISBLK(st.st_mode) || *ret_on_fuse;
         return 0;
 }
 

@@ -19,12 +19,10 @@ IoRing *io_ring_free(IoRing *ring);
  * returns -errno and writes a readable reason to errbuf. */
 int source_fd_check(int fd, bool check_access, char *errbuf, size_t errlen);
 
-/* Runs on a worker: writes the size of the source (refusing an empty one) and whether its reads
- * must always go to io_uring's workers (see source_fd_new()). */
-int source_fd_get_size(int fd, uint64_t *ret_size, bool *ret_read_async, char *errbuf, size_t errlen);
-
-/* Runs on a worker (a file of ours answers fstatfs() from the loop): whether fd is a file on FUSE. */
-bool source_fd_is_on_fuse(int fd);
+/* Runs on a worker: writes the size of the source (refusing an empty one), whether its reads
+ * must always go to io_uring's workers (see source_fd_new()) and whether it is a file on FUSE. */
+int source_fd_get_size(int fd, uint64_t *ret_size, bool *ret_read_async, bool *ret_on_fuse, char *errbuf,
+                       size_t errlen);
 
 /* Creates a source reading fd (taken over on success) through ring. With read_async (block
  * devices, files on FUSE) reads always go to io_uring's workers, never inline on the loop thread.
