@@ -51,6 +51,7 @@ struct SourceNbd {
         Source source;
         char *uri;
         sd_event *event;
+        sd_event_source *kick;   /* looks at handles that moved on before they were watched */
         NbdConn conns[NBD_CONNECTIONS_MAX];
         unsigned n_conns;
         bool connected_called;
@@ -148,6 +149,14 @@ static char *describe_socket(int sock, const char *export_name) {
         return d;
 }
 
+static int on_nbd_debug(void *userdata, const char *context, const char *msg) {
+        NbdConn *c = userdata;
+
+        log_debug("NBD '%s' connection %u: %s: %s", c->source->source.description ?: "?",
+                  (unsigned) (c - c->source->conns), context, msg);
+        return 0;
+}
+
 static int conn_init(NbdConn *c, SourceNbd *s, char *errbuf, size_t errlen) {
         *c = (NbdConn) { .source = s };
         c->nbd = nbd_create();
@@ -162,6 +171,12 @@ static int conn_init(NbdConn *c, SourceNbd *s, char *errbuf, size_t errlen) {
                 (void) snprintf(errbuf, errlen, "cannot set up the NBD handle: %s", nbd_get_error() ?: "unknown error");
                 return nbd_errno();
         }
+        /* At debug level libnbd tells how the handshake went, until the connection is ready
+         * (afterwards it would log every read). */
+        if (log_max_level >= LOG_DEBUG &&
+            (nbd_set_debug_callback(c->nbd, (nbd_debug_callback) { .callback = on_nbd_debug, .user_data = c }) < 0 ||
+             nbd_set_debug(c->nbd, true) < 0))
+                log_debug("Cannot trace the NBD handshake: %s", nbd_get_error() ?: "unknown error");
         return 0;
 }
 
@@ -248,21 +263,20 @@ static void conn_close(NbdConn *c) {
         c->dead = true;
 }
 
-/* Everything but the description, which source_free() frees. */
+/* Everything but the description and the error, which source_free() frees afterwards (closing
+ * a handle may still log). */
 static void source_nbd_release(SourceNbd *s) {
         for (unsigned i = 0; i < s->n_conns; i++)
                 conn_close(&s->conns[i]);
+        sd_event_source_disable_unref(s->kick);
         sd_event_unref(s->event);
         free(s->uri);
         free(s);
 }
 
 SourceNbd *source_nbd_free(SourceNbd *s) {
-        if (!s)
-                return NULL;
-        free(s->source.description);
-        free(s->source.error);
-        source_nbd_release(s);
+        if (s)
+                source_free(&s->source);
         return NULL;
 }
 
@@ -338,6 +352,8 @@ static void conn_became_ready(NbdConn *c) {
         SourceNbd *s = c->source;
         NbdConn *primary = source_nbd_primary(s);
         int64_t size;
+
+        (void) nbd_set_debug(c->nbd, false);
 
         if (primary) {
                 /* Another connection: only if the server said they all see the same data, and
@@ -477,21 +493,42 @@ static void conn_process(NbdConn *c, uint32_t revents) {
         }
 }
 
-static int on_conn_io(sd_event_source *es _unused_, int fd _unused_, uint32_t revents, void *userdata) {
-        NbdConn *c = userdata;
-        SourceNbd *s = c->source;
-        NbdRead *done;
+/* Hands on what libnbd finished while it ran; either callback may free the source, so nothing
+ * touches it afterwards. */
+static void source_nbd_deliver(SourceNbd *s) {
+        NbdRead *done = TAKE_PTR(s->completed);
 
-        conn_process(c, revents);
-
-        /* Either may free the source: nothing touches it afterwards. */
-        done = TAKE_PTR(s->completed);
         if (s->connected_pending) {
                 s->connected_pending = false;
                 if (s->connected)
                         s->connected(s->connected_result, s->error, s->connected_userdata);
         }
         deliver_completed(done);
+}
+
+static int on_conn_io(sd_event_source *es _unused_, int fd _unused_, uint32_t revents, void *userdata) {
+        NbdConn *c = userdata;
+
+        conn_process(c, revents);
+        source_nbd_deliver(c->source);
+        return 0;
+}
+
+static int on_kick(sd_event_source *es _unused_, void *userdata) {
+        SourceNbd *s = userdata;
+
+        s->kick = sd_event_source_disable_unref(s->kick);
+        for (unsigned i = 0; i < s->n_conns; i++) {
+                NbdConn *c = &s->conns[i];
+
+                if (c->dead || c->ready)
+                        continue;
+                if (nbd_aio_is_ready(c->nbd) || nbd_aio_is_dead(c->nbd) || nbd_aio_is_closed(c->nbd))
+                        log_debug("NBD '%s' connection %u: the handshake ended before the loop watched it.",
+                                  s->source.description, i);
+                conn_process(c, 0);
+        }
+        source_nbd_deliver(s);
         return 0;
 }
 
@@ -512,6 +549,13 @@ int source_nbd_start(SourceNbd *s, sd_event *e, SourceNbdConnected connected, vo
                 if (r < 0)
                         return r;
         }
+        /* libnbd runs the handshake as far as the server answers while it connects (on a
+         * worker): a fast server may have finished it, or closed the connection, and then no
+         * socket event would ever come. One look from the loop settles that. */
+        r = sd_event_add_defer(e, &s->kick, on_kick, s);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_description(s->kick, "nbd-start");
         return 0;
 }
 
@@ -573,6 +617,7 @@ static void source_nbd_stop(Source *src) {
         /* The rest of the teardown runs on a worker, where the event loop must not be touched. */
         for (unsigned i = 0; i < s->n_conns; i++)
                 s->conns[i].io = sd_event_source_disable_unref(s->conns[i].io);
+        s->kick = sd_event_source_disable_unref(s->kick);
         s->event = sd_event_unref(s->event);
 }
 

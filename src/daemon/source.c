@@ -30,10 +30,15 @@ void source_stop(Source *s) {
 }
 
 Source *source_free(Source *s) {
+        char *description, *error;
+
         if (!s)
                 return NULL;
-        free(s->description);
-        free(s->error);
+        /* The source may still log while it goes. */
+        description = s->description;
+        error = s->error;
         s->vtable->free(s);
+        free(description);
+        free(error);
         return NULL;
 }

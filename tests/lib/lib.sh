@@ -1269,6 +1269,11 @@ fl_cleanup() {
                 tail -n 400 "$FL_DAEMON_LOG"
                 printf -- '----- end of daemon log -----\n'
         fi
+        if [ "$rc" -ne 0 ] && [ "$rc" -ne 77 ] && [ -s "$FL_TMP/nbdkit.log" ]; then
+                printf '\n----- nbdkit log (last 60 lines) -----\n'
+                tail -n 60 "$FL_TMP/nbdkit.log"
+                printf -- '----- end of nbdkit log -----\n'
+        fi
         if [ "$rc" -ne 0 ] && [ "$rc" -ne 77 ] && [ -s "${FL_MONITOR_LOG:-}" ]; then
                 printf '\n----- signals seen -----\n'
                 cat "$FL_MONITOR_LOG"
