@@ -36,7 +36,7 @@
 static const char *const keys[] = {
         FUSELOOP_OPT_SIZE, FUSELOOP_OPT_OFFSET, FUSELOOP_OPT_PARTITION_SCAN, FUSELOOP_OPT_SECTOR_SIZE,
         FUSELOOP_OPT_DIRECT_IO, FUSELOOP_OPT_PROTOCOL, FUSELOOP_OPT_EXPORT_NAME,
-        FUSELOOP_OPT_BIND_TO_CALLER, FUSELOOP_OPT_LAZY, "timeout",
+        FUSELOOP_OPT_BIND_TO_CALLER, FUSELOOP_OPT_LAZY, "timeout", FUSELOOP_OPT_PASSTHROUGH,
         "", "Size", "size ", " offset", "offset\n", "sector_size", "partition-scan\x01", "lazy=",
 };
 
@@ -89,7 +89,7 @@ typedef struct Snapshot {
         uint64_t offset, size;
         bool size_set;
         uint32_t sector_size;
-        bool partition_scan, direct_io, bind_to_caller;
+        bool partition_scan, direct_io, direct_io_set, bind_to_caller, passthrough;
         char *protocol, *export_name;
 } Snapshot;
 
@@ -101,7 +101,9 @@ static void snapshot_take(Snapshot *s, const MapOptions *o) {
                 .sector_size = o->sector_size,
                 .partition_scan = o->partition_scan,
                 .direct_io = o->direct_io,
+                .direct_io_set = o->direct_io_set,
                 .bind_to_caller = o->bind_to_caller,
+                .passthrough = o->passthrough,
                 .protocol = o->protocol ? strdup(o->protocol) : NULL,
                 .export_name = o->export_name ? strdup(o->export_name) : NULL,
         };
@@ -126,7 +128,9 @@ static void check_unchanged(const Snapshot *s, const MapOptions *o, const char *
         SAME(sector_size, FUSELOOP_OPT_SECTOR_SIZE);
         SAME(partition_scan, FUSELOOP_OPT_PARTITION_SCAN);
         SAME(direct_io, FUSELOOP_OPT_DIRECT_IO);
+        SAME(direct_io_set, FUSELOOP_OPT_DIRECT_IO);
         SAME(bind_to_caller, FUSELOOP_OPT_BIND_TO_CALLER);
+        SAME(passthrough, FUSELOOP_OPT_PASSTHROUGH);
 #undef SAME
         FUZZ_CHECK((key && strcmp(key, FUSELOOP_OPT_PROTOCOL) == 0) || str_eq(s->protocol, o->protocol),
                    "%s changed 'protocol'", what);
@@ -154,15 +158,19 @@ static void check_taken(const MapOptions *o, const char *key, const OptionValue 
         else if (strcmp(key, FUSELOOP_OPT_PARTITION_SCAN) == 0)
                 FUZZ_CHECK(r == 0 && o->partition_scan == !!v->b, "partition-scan %d: %d", v->b, r);
         else if (strcmp(key, FUSELOOP_OPT_DIRECT_IO) == 0)
-                FUZZ_CHECK(r == 0 && o->direct_io == !!v->b, "direct-io %d: %d", v->b, r);
+                FUZZ_CHECK(r == 0 && o->direct_io == !!v->b && o->direct_io_set, "direct-io %d: %d", v->b, r);
+        else if (strcmp(key, FUSELOOP_OPT_PASSTHROUGH) == 0)
+                FUZZ_CHECK(r == 0 && o->passthrough == !!v->b, "passthrough %d: %d", v->b, r);
         else if (strcmp(key, FUSELOOP_OPT_BIND_TO_CALLER) == 0)
                 FUZZ_CHECK(r == 0 && o->bind_to_caller == !!v->b, "bind-to-caller %d: %d", v->b, r);
         else if (strcmp(key, FUSELOOP_OPT_SECTOR_SIZE) == 0) {
                 FUZZ_CHECK((r == 0) == sector_size_ok(v->u), "sector-size %" PRIu32 ": %d", v->u, r);
                 FUZZ_CHECK(r < 0 || o->sector_size == v->u, "sector-size %" PRIu32 " not taken", v->u);
         } else if (strcmp(key, FUSELOOP_OPT_PROTOCOL) == 0) {
-                FUZZ_CHECK((r == 0) == (strcmp(v->s, "raw") == 0), "protocol '%.64s': %d", v->s, r);
-                FUZZ_CHECK(r < 0 || str_eq(o->protocol, "raw"), "protocol '%.64s' not taken", v->s);
+                bool known = strcmp(v->s, "raw") == 0 || strcmp(v->s, "nbd") == 0;
+
+                FUZZ_CHECK((r == 0) == known, "protocol '%.64s': %d", v->s, r);
+                FUZZ_CHECK(r < 0 || str_eq(o->protocol, v->s), "protocol '%.64s' not taken", v->s);
         } else if (strcmp(key, FUSELOOP_OPT_EXPORT_NAME) == 0) {
                 FUZZ_CHECK((r == 0) == (strlen(v->s) <= EXPORT_NAME_MAX), "export-name of %zu bytes: %d",
                            strlen(v->s), r);

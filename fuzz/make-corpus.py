@@ -60,7 +60,7 @@ SIZES = {
 # ------------------------------------------------------------- options program --
 
 KEYS = ["size", "offset", "partition-scan", "sector-size", "direct-io", "protocol",
-        "export-name", "bind-to-caller", "lazy", "timeout"]
+        "export-name", "bind-to-caller", "lazy", "timeout", "passthrough"]
 TYPES = ["t", "u", "b", "s", "y", "n", "q", "i", "x", "d", "o", "g", "h", "v", "as"]
 T_VALUES = [0, 1, 511, 512, 513, 1024, 4096, 1 << 20, 1 << 32, 1 << 63,
             (1 << 64) - 512, (1 << 64) - 2, (1 << 64) - 1]
