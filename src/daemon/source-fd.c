@@ -22,6 +22,12 @@
 #include "macro.h"
 #include "source-fd.h"
 
+#if HAVE_VALGRIND_MEMCHECK_H
+#include <valgrind/memcheck.h>
+#else
+#define VALGRIND_MAKE_MEM_DEFINED(addr, len) ((void) (addr), (void) (len))
+#endif
+
 #define IO_RING_ENTRIES 256
 
 typedef struct FdRead FdRead;
@@ -137,6 +143,8 @@ static int on_ring_event(sd_event_source *s _unused_, int fd, uint32_t revents _
                          * kernel see zeros; this is an error of the source. */
                         fd_read_finish(ring, rd, -EIO);
                 else {
+                        /* The kernel wrote these bytes, which memcheck does not see. */
+                        (void) VALGRIND_MAKE_MEM_DEFINED(rd->buf + rd->done_len, (size_t) res);
                         rd->done_len += (size_t) res;
                         if (rd->done_len >= rd->len)
                                 fd_read_finish(ring, rd, (int) rd->done_len);
