@@ -7,7 +7,9 @@
 #   kernel    losetup -r directly on the image: the kernel bound that every ratio refers to
 #   fl-file   fuseloopd, file source, default settings:   fuseloopctl map NAME IMAGE
 #   fl-copy   fuseloopd, file source, FUSE passthrough off: the daemon serves every read
-#             (fuseloopctl map --passthrough=off, or else --option passthrough=false)
+#             (fuseloopctl map --passthrough=off, or else --option passthrough=false); the loop
+#             device reads its FUSE file with direct I/O, the default on this path
+#   fl-copy-buf  the same with a buffered loop device (--direct-io=off): what direct I/O brings
 #   nbdfuse   nbdkit (file plugin, unix socket) + nbdfuse (FUSE file MNT/nbd) + losetup -r on it
 #   qsd       qemu-storage-daemon, file blockdev with a FUSE export (a file) + losetup -r on it
 #   fl-nbd    fuseloopd, NBD source from the same kind of nbdkit: fuseloopctl map NAME nbd+unix://
@@ -84,11 +86,12 @@ PKGS=(meson ninja-build pkg-config gcc libc6-dev libfuse3-dev fuse3 libsystemd-d
       fio nbdkit libnbd-bin qemu-system-common qemu-utils python3)
 
 # Subjects in table order, with their labels.
-SUBJECTS=(kernel fl-file fl-copy nbdfuse qsd fl-nbd)
+SUBJECTS=(kernel fl-file fl-copy fl-copy-buf nbdfuse qsd fl-nbd)
 declare -A LABEL=(
         [kernel]="kernel loop on the image (bound)"
         [fl-file]="fuseloopd, file (default)"
         [fl-copy]="fuseloopd, file, passthrough off"
+        [fl-copy-buf]="fuseloopd, file, passthrough off, buffered loop"
         [nbdfuse]="nbdkit file + nbdfuse"
         [qsd]="qemu-storage-daemon FUSE export"
         [fl-nbd]="fuseloopd, nbd+unix source (nbdkit)"
@@ -549,6 +552,17 @@ subject_fl_copy() {
         fl_path fl-copy "${PREFIX}copy"
         measure fl-copy "$dev"
         fl_status "${PREFIX}copy"
+}
+
+# The same with the loop device reading its FUSE file buffered (the default before the read path
+# turned direct I/O on): what direct I/O brings.
+subject_fl_copy_buf() {
+        local dev
+        dev=$(fl_map "${PREFIX}copybuf" "$IMAGE" --passthrough=off --direct-io=off)
+        note "$dev"
+        fl_path fl-copy-buf "${PREFIX}copybuf"
+        measure fl-copy-buf "$dev"
+        fl_status "${PREFIX}copybuf"
 }
 
 subject_nbdfuse() {

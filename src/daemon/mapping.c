@@ -617,6 +617,7 @@ static bool mapping_wants_passthrough(const Mapping *m) {
 /* The source is there and the options fit it: the FUSE session comes next. */
 static void mapping_source_ready(Mapping *m) {
         int fd = source_fd_get_fd(m->source);
+        bool passthrough = false;
         int r;
 
         /* Passthrough maps offsets 1:1: the FUSE file shows the whole source, and the loop device
@@ -638,7 +639,16 @@ static void mapping_source_ready(Mapping *m) {
                 r = fuse_file_set_passthrough(m->fuse, fd);
                 if (r < 0)
                         log_mapping_warning_errno(m, r, "cannot ask for passthrough: %m; fuseloopd reads the source.");
+                else
+                        passthrough = true;
         }
+        /* Reads through the daemon: the loop device reads its backing file with direct I/O.
+         * Buffered, the loop driver reads one request at a time through the FUSE file's page
+         * cache, which keeps a second copy of everything the device's own cache holds; direct,
+         * it submits every request asynchronously (FUSE_ASYNC_DIO) and nothing is cached twice.
+         * Passthrough reads the source's page cache, as a loop device on the file itself does. */
+        if (!m->options.direct_io_set)
+                m->options.direct_io = !passthrough;
         r = mapping_watch_reads(m);
         if (r < 0) {
                 mapping_fail(m, FUSELOOP_ERROR_SETUP_FAILED, "cannot watch the reads of the FUSE session: %s",

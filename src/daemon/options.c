@@ -88,8 +88,10 @@ int map_options_set(MapOptions *o, const char *key, const char *type, const Opti
                 o->offset = v->t;
         else if (strcmp(key, FUSELOOP_OPT_PARTITION_SCAN) == 0)
                 o->partition_scan = v->b;
-        else if (strcmp(key, FUSELOOP_OPT_DIRECT_IO) == 0)
+        else if (strcmp(key, FUSELOOP_OPT_DIRECT_IO) == 0) {
                 o->direct_io = v->b;
+                o->direct_io_set = true;
+        }
         else if (strcmp(key, FUSELOOP_OPT_BIND_TO_CALLER) == 0)
                 o->bind_to_caller = v->b;
         else if (strcmp(key, FUSELOOP_OPT_UNTRUSTED) == 0)

@@ -12,6 +12,7 @@ typedef struct MapOptions {
         uint32_t sector_size;
         bool partition_scan;
         bool direct_io;
+        bool direct_io_set;      /* else the mapping picks: on for reads through the daemon */
         bool bind_to_caller;
         uint32_t timeout_sec;    /* a read waits at most this long for the source; 0: no limit */
         bool untrusted;          /* udev marks the device UDISKS_IGNORE=1 */

@@ -23,8 +23,9 @@ OUT=$(ctl list --json)
 assert_eq "[]" "$(json_get "$OUT" 'json.dumps(d)')" "list --json, nothing mapped"
 
 step "map two"
-# Reads through the daemon (no passthrough), whose counters are checked below.
-DEV=$(ctl_map --passthrough=off --partscan gpt "$FL_TMP/gpt.img")
+# Reads through the daemon (no passthrough), whose counters are checked below; buffered, so that
+# the FUSE file's page cache has hits to count.
+DEV=$(ctl_map --passthrough=off --direct-io=off --partscan gpt "$FL_TMP/gpt.img")
 DEV2=$(ctl_map --passthrough=off --untrusted raw "$FL_TMP/raw.bin")
 
 step "list --json: one object per mapping, sorted by name, values from the bus"

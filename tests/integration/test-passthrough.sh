@@ -3,7 +3,8 @@
 # the kernel offers it: ReadPath is "passthrough", the content is right (sha256), also with an
 # offset and a size (which the loop device then applies: lo_offset, lo_sizelimit), and the reads
 # never reach the daemon (ReadRequests stays 0 while the kernel counts them). --passthrough=off,
-# the timeout option and a source on FUSE keep reads in the daemon ("daemon"). A restart (kill -9,
+# the timeout option and a source on FUSE keep reads in the daemon ("daemon"), where the loop
+# device reads with direct I/O unless --direct-io=off (DirectIO, the kernel's dio flag). A restart (kill -9,
 # resumed from the fd store) keeps passthrough, and the FUSE file still opens and reads.
 # shellcheck source=../lib/lib.sh
 . "$(dirname "$0")/../lib/lib.sh"
@@ -29,6 +30,10 @@ assert_eq 0 "$(get_prop pt ReadRequests)" "reads that reached the daemon"
 [ "$(get_prop pt KernelReadBytes)" -ge "$SIZE" ] || fail "the kernel counted $(get_prop pt KernelReadBytes) bytes, less than $SIZE"
 assert_eq -1 "$(get_prop pt CacheHitRatio)" "CacheHitRatio without reads through the daemon"
 assert_contains "$(ctl status pt)" "Read path: passthrough" "status"
+# The loop device reads the FUSE file buffered: the source's page cache serves, as for a loop
+# device on the file itself.
+assert_eq false "$(get_prop pt DirectIO)" "DirectIO with passthrough"
+assert_eq 0 "$(cat "/sys/block/${DEV#/dev/}/loop/dio")" "the kernel's dio flag with passthrough"
 
 step "offset and size: the loop device applies them to the whole file"
 ODEV=$(ctl_map --offset $((3 << 20)) --size $((5 << 20)) ptpart "$FL_TMP/data.img")
@@ -45,6 +50,16 @@ FDEV=$(ctl_map --passthrough=off nopt "$FL_TMP/data.img")
 assert_eq daemon "$(get_prop nopt ReadPath)" "ReadPath with passthrough off"
 assert_eq "$(sha <"$FL_TMP/data.img")" "$(dev_sha "$FDEV")" "content of $FDEV"
 [ "$(get_prop nopt ReadRequests)" -gt 0 ] || fail "no read reached the daemon with passthrough off"
+# Through the daemon the loop device reads with direct I/O unless told otherwise: no second copy
+# in the FUSE file's page cache.
+assert_eq true "$(get_prop nopt DirectIO)" "DirectIO by default on the daemon's read path"
+assert_eq 1 "$(cat "/sys/block/${FDEV#/dev/}/loop/dio")" "the kernel's dio flag on the daemon's read path"
+assert_eq -1 "$(get_prop nopt CacheHitRatio)" "CacheHitRatio with direct I/O"
+BDEV=$(ctl_map --passthrough=off --direct-io=off buffered "$FL_TMP/data.img")
+assert_eq false "$(get_prop buffered DirectIO)" "DirectIO with --direct-io=off"
+assert_eq 0 "$(cat "/sys/block/${BDEV#/dev/}/loop/dio")" "the kernel's dio flag with --direct-io=off"
+assert_eq "$(sha <"$FL_TMP/data.img")" "$(dev_sha "$BDEV")" "content of $BDEV"
+ctl unmap buffered
 TDEV=$(ctl_map --timeout 5 timed "$FL_TMP/data.img")
 assert_eq daemon "$(get_prop timed ReadPath)" "ReadPath with a timeout"
 assert_eq "$(sha <"$FL_TMP/data.img")" "$(dev_sha "$TDEV")" "content of $TDEV"

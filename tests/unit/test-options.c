@@ -26,8 +26,14 @@ static void test_known_options(void) {
         v = (OptionValue) { .b = 1 };
         CHECK_INT_EQ(map_options_set(&o, "partition-scan", "b", &v, err, sizeof(err)), 0);
         CHECK(o.partition_scan, "%s", "partition-scan not set");
+        CHECK(!o.direct_io_set, "%s", "direct-io given before it was");
         CHECK_INT_EQ(map_options_set(&o, "direct-io", "b", &v, err, sizeof(err)), 0);
-        CHECK(o.direct_io, "%s", "direct-io not set");
+        CHECK(o.direct_io && o.direct_io_set, "%s", "direct-io not set");
+        /* false, given, is not the same as not given (the mapping picks then) */
+        v = (OptionValue) { .b = 0 };
+        CHECK_INT_EQ(map_options_set(&o, "direct-io", "b", &v, err, sizeof(err)), 0);
+        CHECK(!o.direct_io && o.direct_io_set, "%s", "direct-io=false not kept as given");
+        v = (OptionValue) { .b = 1 };
         CHECK_INT_EQ(map_options_set(&o, "bind-to-caller", "b", &v, err, sizeof(err)), 0);
         CHECK(o.bind_to_caller, "%s", "bind-to-caller not set");
 
