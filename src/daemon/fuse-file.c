@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <linux/fuse.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
@@ -404,10 +405,18 @@ static void on_read_done(int result, void *userdata) {
         }
 }
 
+static uint64_t monotonic_nsec(void) {
+        struct timespec ts;
+
+        (void) clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000000ULL + (uint64_t) ts.tv_nsec;
+}
+
 static void op_read(fuse_req_t req, fuse_ino_t ino _unused_, size_t size, off_t off,
                     struct fuse_file_info *fi _unused_) {
         FuseFile *f = fuse_req_userdata(req);
         ReadRequest *rr;
+        uint64_t start_ns;
         size_t len;
         int r;
 
@@ -428,6 +437,18 @@ static void op_read(fuse_req_t req, fuse_ino_t ino _unused_, size_t size, off_t 
                 return;
         }
         *rr = (ReadRequest) { .file = f, .req = req };
+
+        /* What the page cache holds needs no trip through the ring: answered at once. Its latency
+         * is the read's own (the clock is the vDSO's, no system call), rounded up to 1 µs. */
+        start_ns = monotonic_nsec();
+        if (source_read_now(f->source, rr->data, len, f->offset + (uint64_t) off)) {
+                f->stats.bytes_read += len;
+                histogram_add(&f->stats.read_latency_usec, (monotonic_nsec() - start_ns + 999) / 1000);
+                (void) fuse_reply_buf(req, (const char *) rr->data, len);
+                free(rr);
+                return;
+        }
+
         /* The time of this loop iteration: no system call per request. */
         if (f->timer)
                 (void) sd_event_now(sd_event_source_get_event(f->timer), CLOCK_MONOTONIC, &rr->start_usec);

@@ -1,6 +1,7 @@
 /* The data source interface: a size, asynchronous reads, a description, and a close. */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -15,6 +16,10 @@ typedef struct SourceVTable {
          * read(). Returns 0 or -errno (then done does not run). */
         int (*read)(Source *s, void *buf, size_t len, uint64_t offset, SourceReadDone done,
                     void *userdata);
+        /* Optional: reads len bytes at offset into buf at once if that needs no waiting (the
+         * data is in the page cache). Returns true if all of them were read; false tells the
+         * caller to use read(), which also reports any error. */
+        bool (*read_now)(Source *s, void *buf, size_t len, uint64_t offset);
         /* Pushes reads queued since the last call to the kernel. */
         void (*flush)(Source *s);
         /* Optional: lets go of what belongs to the event loop; runs on the loop before free(),
@@ -37,6 +42,9 @@ struct Source {
 
 /* Reads through the source's implementation. */
 int source_read(Source *s, void *buf, size_t len, uint64_t offset, SourceReadDone done, void *userdata);
+
+/* The read at once, where the source has one (see SourceVTable.read_now). */
+bool source_read_now(Source *s, void *buf, size_t len, uint64_t offset);
 
 /* Submits queued reads. */
 void source_flush(Source *s);
