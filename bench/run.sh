@@ -28,16 +28,22 @@
 #           "Buffers:" + "Cached:" in /proc/meminfo, divided by the device size (1.0: the data
 #           is cached once, by the loop device; 2.0: twice, also as the FUSE file's pages)
 # and for fuseloopd alone:
-#   map latency   from the start of "fuseloopctl map" until a first O_DIRECT read of the new
-#                 device returned: the median of CYCLES map/unmap cycles, once as the only
-#                 mapping and once beside MAPPINGS-1 others
+#   map latency   from the MapURI call until a first O_DIRECT read of the new device returned,
+#                 in one process (bench/map-latency.py), and from the start of "fuseloopctl
+#                 map" until dd read the device (two process starts included): the median of
+#                 CYCLES map/unmap cycles each, once as the only mapping and once beside
+#                 MAPPINGS-1 others
 #   RSS           the daemon's VmRSS with 1, 100 and MAPPINGS mappings (1 MiB sparse files) and
 #                 what each mapping beyond the first adds
 #
 # Usage, as root, from anywhere:
 #   bash bench/run.sh [--quick] [--runtime SECS] [--size MIB] [--mappings N] [--cycles N]
-#                     [--markdown FILE] [--build-dir DIR] [--no-install]
+#                     [--markdown FILE] [--build-dir DIR] [--no-install] [--subjects LIST]
+#                     [--no-scale]
 #   --quick          3 s per time-based fio job and no ramp time (default: 10 s after a 1 s ramp)
+#   --subjects LIST  only these subjects (comma-separated keys, see above); the kernel bound is
+#                    always measured, as every ratio refers to it
+#   --no-scale       skip the map latency and RSS part
 #   --markdown FILE  also write the results as markdown to FILE; if FILE has the lines
 #                    "<!-- bench-results:begin -->" and "<!-- bench-results:end -->" (each a
 #                    line of its own), only the text between them is replaced
@@ -63,6 +69,8 @@ shopt -s inherit_errexit
 
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SERVICES_SH=$SRC/tests/lib/services.sh
+# shellcheck source=../tests/lib/proc.sh
+. "$SRC/tests/lib/proc.sh"
 LOCK_FILE=/run/fuseloop-test.lock
 RUN_DIR=/run/fuseloopd-bench
 BUS=org.proxmox.FuseLoop1
@@ -78,12 +86,15 @@ SEQ_PASSES=3        # whole-device passes of the sequential job
 MARKDOWN=
 BUILD=$SRC/build-bench
 NO_INSTALL=0
+ONLY_SUBJECTS=       # --subjects: a comma-separated list
+NO_SCALE=            # --no-scale: 1
+PYTHON=/usr/bin/python3   # Debian's, which has python3-dbus (not another one first in PATH)
 LOG_LEVEL=${FUSELOOPD_LOG_LEVEL:-info}   # of the fuseloopd this script starts
 CTL_TIMEOUT=90      # seconds any fuseloopctl call may take (the daemon gives udev 60 s)
 
 PKGS=(meson ninja-build pkg-config gcc libc6-dev libfuse3-dev fuse3 libsystemd-dev libudev-dev
       liburing-dev libblkid-dev libjson-c-dev udev systemd dbus polkitd util-linux mount
-      fio nbdkit libnbd-bin qemu-system-common qemu-utils python3)
+      fio nbdkit libnbd-bin qemu-system-common qemu-utils python3 python3-dbus)
 
 # Subjects in table order, with their labels.
 SUBJECTS=(kernel fl-file fl-copy fl-copy-buf nbdfuse qsd fl-nbd)
@@ -114,11 +125,22 @@ while [ $# -gt 0 ]; do
         --markdown) MARKDOWN=${2:?}; shift ;;
         --build-dir) BUILD=${2:?}; shift ;;
         --no-install) NO_INSTALL=1 ;;
+        --subjects) ONLY_SUBJECTS=${2:?}; shift ;;
+        --no-scale) NO_SCALE=1 ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; exit 2 ;;
         esac
         shift
 done
+if [ -n "${ONLY_SUBJECTS:-}" ]; then
+        chosen=(kernel)
+        IFS=, read -r -a wanted <<<"$ONLY_SUBJECTS"
+        for s in "${wanted[@]}"; do
+                [ -n "${LABEL[$s]:-}" ] || die "unknown subject '$s' (known: ${SUBJECTS[*]})"
+                [ "$s" = kernel ] || chosen+=("$s")
+        done
+        SUBJECTS=("${chosen[@]}")
+fi
 for v in RUNTIME SIZE_MIB MAPPINGS CYCLES; do
         [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "${v,,} must be a positive number, not '${!v}'"
 done
@@ -143,45 +165,15 @@ FL_PID=                 # the fuseloopd that is measured
 # --------------------------------------------------------------- helpers --
 
 # Start time of a process in clock ticks since boot; with the pid it names one process.
-starttime() {
-        local stat f
-        stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-        read -r -a f <<<"${stat##*) }"
-        printf '%s\n' "${f[19]}"
-}
-
-alive() { [ -e "/proc/$1" ] && [ "$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null)" != Z ]; }
-
-# wait_for SECS COMMAND...: polls COMMAND every 0.1 s until it succeeds or SECS have passed.
-wait_for() {
-        local n=$(($1 * 10))
-        shift
-        until "$@" >/dev/null 2>&1; do
-                n=$((n - 1))
-                [ "$n" -gt 0 ] || return 1
-                sleep 0.1
-        done
-}
-
 # stop_pid PID STARTTIME: SIGTERM, after 10 s SIGKILL; only if PID is still that very process.
 stop_pid() {
         local pid=$1 st=$2
         [ "$(starttime "$pid" 2>/dev/null)" = "$st" ] || return 0
         kill -TERM "$pid" 2>/dev/null || return 0
-        wait_for 10 eval "! alive $pid" && return 0
+        wait_until 10 eval "! alive $pid" && return 0
         warn "pid $pid ignored SIGTERM for 10 s, sending SIGKILL"
         kill -KILL "$pid" 2>/dev/null || true
-        wait_for 5 eval "! alive $pid" || true
-}
-
-has_owner() {
-        busctl --system --auto-start=no call org.freedesktop.DBus /org/freedesktop/DBus \
-                org.freedesktop.DBus NameHasOwner s "$BUS" 2>/dev/null | grep -q 'b true'
-}
-
-owner_pid() {
-        busctl --system --auto-start=no call org.freedesktop.DBus /org/freedesktop/DBus \
-                org.freedesktop.DBus GetConnectionUnixProcessID s "$BUS" 2>/dev/null | awk '{print $2}'
+        wait_until 5 eval "! alive $pid" || true
 }
 
 now_us() { echo "${EPOCHREALTIME/[.,]/}"; }
@@ -236,7 +228,7 @@ is_mounted() { findmnt -rn --mountpoint "$1" >/dev/null 2>&1; }
 # (never auto-starting a daemon) and only for names with this run's prefix.
 unmap_ours() {
         local name
-        { [ -n "$CTL" ] && has_owner; } || return 0
+        { [ -n "$CTL" ] && has_owner "$BUS"; } || return 0
         for name in $(fuseloopctl list --no-legend 2>/dev/null | awk -v p="$PREFIX" 'index($1, p) == 1 { print $1 }'); do
                 fuseloopctl unmap "$name" >/dev/null 2>&1 ||
                         fuseloopctl unmap --lazy "$name" >/dev/null 2>&1 || warn "could not unmap $name"
@@ -363,11 +355,11 @@ daemon_log() {
 # stays, measure it instead (and say so).
 start_daemon() {
         local pid
-        if has_owner; then
-                pid=$(owner_pid)
+        if has_owner "$BUS"; then
+                pid=$(owner_pid "$BUS")
                 note "fuseloopd pid $pid ($(readlink "/proc/$pid/exe" 2>/dev/null)) owns $BUS; waiting up to 60 s for it to exit"
-                if ! wait_for 60 eval '! has_owner'; then
-                        pid=$(owner_pid)
+                if ! wait_until 60 eval "! has_owner $BUS"; then
+                        pid=$(owner_pid "$BUS")
                         warn "using the running fuseloopd, pid $pid ($(readlink "/proc/$pid/exe" 2>/dev/null)): the fuseloopd figures describe that binary"
                         FL_PID=$pid
                         return 0
@@ -379,7 +371,7 @@ start_daemon() {
         ) </dev/null >"$WORK/fuseloopd.log" 2>&1 9>&- &
         DAEMON_PID=$!
         DAEMON_START=$(starttime "$DAEMON_PID")
-        if ! wait_for 10 has_owner || [ "$(owner_pid)" != "$DAEMON_PID" ]; then
+        if ! wait_until 10 has_owner "$BUS" || [ "$(owner_pid "$BUS")" != "$DAEMON_PID" ]; then
                 cat "$WORK/fuseloopd.log" >&2
                 die "fuseloopd did not take $BUS"
         fi
@@ -387,7 +379,7 @@ start_daemon() {
         note "started fuseloopd pid $FL_PID (run directory $RUN_DIR)"
 }
 
-daemon_alive() { alive "$FL_PID" && has_owner && [ "$(owner_pid)" = "$FL_PID" ]; }
+daemon_alive() { alive "$FL_PID" && has_owner "$BUS" && [ "$(owner_pid "$BUS")" = "$FL_PID" ]; }
 
 # -------------------------------------------------------------- the jobs --
 
@@ -481,7 +473,7 @@ attach_loop() {
 start_nbdkit() {
         rm -f "$WORK/nbd.sock"
         spawn "$WORK/nbdkit.log" nbdkit -f -r --unix "$WORK/nbd.sock" file file="$IMAGE"
-        wait_for 10 test -S "$WORK/nbd.sock" || { cat "$WORK/nbdkit.log" >&2; die "nbdkit did not start"; }
+        wait_until 10 test -S "$WORK/nbd.sock" || { cat "$WORK/nbdkit.log" >&2; die "nbdkit did not start"; }
 }
 
 # try_map NAME SOURCE [OPTIONS...]: maps with fuseloopctl and prints the device, or shows why
@@ -571,7 +563,7 @@ subject_nbdfuse() {
         mkdir -p "$mnt"
         reg mount "$mnt"
         spawn "$WORK/nbdfuse.log" nbdfuse -r "$mnt" --unix "$WORK/nbd.sock"
-        wait_for 10 is_mounted "$mnt" || { cat "$WORK/nbdfuse.log" >&2; die "nbdfuse did not mount $mnt"; }
+        wait_until 10 is_mounted "$mnt" || { cat "$WORK/nbdfuse.log" >&2; die "nbdfuse did not mount $mnt"; }
         dev=$(attach_loop "$mnt/nbd")
         note "$dev on $mnt/nbd"
         measure nbdfuse "$dev"
@@ -584,7 +576,7 @@ subject_qsd() {
         spawn "$WORK/qsd.log" qemu-storage-daemon \
                 --blockdev "driver=file,node-name=img,filename=$IMAGE,read-only=on" \
                 --export "type=fuse,id=exp,node-name=img,mountpoint=$exp,writable=off"
-        wait_for 10 is_mounted "$exp" || { cat "$WORK/qsd.log" >&2; die "qemu-storage-daemon did not export $exp"; }
+        wait_until 10 is_mounted "$exp" || { cat "$WORK/qsd.log" >&2; die "qemu-storage-daemon did not export $exp"; }
         dev=$(attach_loop "$exp")
         note "$dev on $exp"
         measure qsd "$dev"
@@ -639,9 +631,9 @@ map_us() {
         echo $((t1 - t0))
 }
 
-# latency_p50 LABEL: CYCLES map/unmap cycles of one more mapping (after one warm-up cycle),
-# prints the median in ms.
-latency_p50() {
+# cmd_latency_p50: CYCLES map/unmap cycles of one more mapping (after one warm-up cycle) with
+# the commands (fuseloopctl map, dd), process starts included; prints the median in ms.
+cmd_latency_p50() {
         local i s samples=()
         for i in $(seq 0 "$CYCLES"); do
                 s=$(map_us "${PREFIX}cycle" "$WORK/small/cycle")
@@ -651,15 +643,33 @@ latency_p50() {
         awk -v us="$(median "${samples[@]}")" 'BEGIN { printf "%.2f", us / 1000 }'
 }
 
+# call_latency_p50: the same from the MapURI call until the first read returned, in one process
+# (bench/map-latency.py); prints the median in ms.
+call_latency_p50() {
+        local us
+        us=$("$PYTHON" "$SRC/bench/map-latency.py" "${PREFIX}cycle" "$WORK/small/cycle" "$CYCLES")
+        [ -n "$us" ] || return 1
+        awk -v us="$us" 'BEGIN { printf "%.2f", us / 1000 }'
+}
+
+# latency_p50 KEY-SUFFIX LABEL: records and shows both figures.
+latency_p50() {
+        local v
+        v=$(call_latency_p50)
+        record fl "map$1" "$v"
+        note "map latency p50, $2: $v ms from the D-Bus call to the first read"
+        v=$(cmd_latency_p50)
+        record fl "mapcmd$1" "$v"
+        note "map latency p50, $2: $v ms from starting fuseloopctl map to the end of dd"
+}
+
 map_scale() {
         local i t0 t1 v
         mkdir -p "$WORK/small"
         for i in $(seq 1 "$MAPPINGS") cycle; do truncate -s 1M "$WORK/small/$i"; done
         note "daemon pid $FL_PID, VmRSS with no mapping: $(rss_kib "$FL_PID") KiB"
 
-        v=$(latency_p50)
-        record fl map1 "$v"
-        note "map latency p50, as the only mapping: $v ms"
+        latency_p50 1 "as the only mapping"
 
         # MAPPINGS-1 mappings, RSS noted at 1 and 100; the cycled one makes MAPPINGS.
         t0=$(now_us)
@@ -671,9 +681,7 @@ map_scale() {
         record fl addN "$(awk -v t=$((t1 - t0)) -v n=$((MAPPINGS - 1)) 'BEGIN { printf "%.1f", t / n / 1000 }')"
         note "mapping $((MAPPINGS - 1)) in a row: $(awk -v t=$((t1 - t0)) 'BEGIN { printf "%.1f", t / 1e6 }') s"
 
-        v=$(latency_p50)
-        record fl mapN "$v"
-        note "map latency p50, beside $((MAPPINGS - 1)) others: $v ms"
+        latency_p50 N "beside $((MAPPINGS - 1)) others"
 
         fuseloopctl map "${PREFIX}s$MAPPINGS" "$WORK/small/$MAPPINGS" >/dev/null
         record fl rssN "$(rss_kib "$FL_PID")"
@@ -730,12 +738,15 @@ extra = []
 paths = ["%s: %s" % (labels[s], data[s]["path"]) for s in subjects if "path" in data.get(s, {})]
 if paths:
     extra.append("fuseloopd read path (ReadPath of the mapping): " + "; ".join(paths))
-if "map1" in fl:
-    extra.append("map latency p50 (fuseloopctl map until the device reads), %s cycles: "
-                 "as the only mapping %s ms" % (cycles, fl["map1"]))
-    if "mapN" in fl:
+for key, what in (("map", "from the MapURI call until a first read of the device returned"),
+                  ("mapcmd", "from starting `fuseloopctl map` until `dd` read the device, process "
+                             "starts included")):
+    if key + "1" not in fl:
+        continue
+    extra.append("map latency p50 %s, %s cycles: as the only mapping %s ms" % (what, cycles, fl[key + "1"]))
+    if key + "N" in fl:
         extra[-1] += ", beside %d others %s ms (%.2f×)" % (
-            int(mappings) - 1, fl["mapN"], float(fl["mapN"]) / float(fl["map1"]))
+            int(mappings) - 1, fl[key + "N"], float(fl[key + "N"]) / float(fl[key + "1"]))
 if "rss1" in fl and "rssN" in fl:
     per = (float(fl["rssN"]) - float(fl["rss1"])) / (int(mappings) - 1)
     extra.append("daemon RSS: %s KiB with 1 mapping, %s KiB with 100, %s KiB with %s: "
@@ -822,14 +833,16 @@ for s in "${SUBJECTS[@]}"; do
         run_subject "$s"
 done
 
-say "fuseloopd: map latency and RSS with up to $MAPPINGS mappings"
-set +e
-( set -e; trap 'exit 130' INT TERM HUP; map_scale )
-rc=$?
-set -e
-[ "$rc" -lt 128 ] || exit "$rc"
-[ "$rc" = 0 ] || { warn "the map latency / RSS part failed (exit status $rc)"; daemon_log; }
-unmap_ours
+if [ -z "${NO_SCALE:-}" ]; then
+        say "fuseloopd: map latency and RSS with up to $MAPPINGS mappings"
+        set +e
+        ( set -e; trap 'exit 130' INT TERM HUP; map_scale )
+        rc=$?
+        set -e
+        [ "$rc" -lt 128 ] || exit "$rc"
+        [ "$rc" = 0 ] || { warn "the map latency / RSS part failed (exit status $rc)"; daemon_log; }
+        unmap_ours
+fi
 
 MACHINE="$(nproc) vCPU ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), $(($(meminfo_kib MemTotal) / 1024 / 1024)) GiB RAM, kernel $(uname -r), $(date -u '+%Y-%m-%d %H:%M UTC'); fuseloop $(git -C "$SRC" describe --always --dirty 2>/dev/null || echo '?') ($(basename "$BUILD"), release), fio $(fio --version | sed 's/^fio-//'), nbdkit $(nbdkit --version | awk '{ print $2 }'), qemu $(qemu-storage-daemon --version | awk 'NR == 1 { print $3 }'); image $SIZE_MIB MiB, seq: median of $SEQ_PASSES whole-device passes, rand: ${RUNTIME} s per job"
 BENCH_LABELS=$(for s in "${SUBJECTS[@]}"; do printf '%s=%s\n' "$s" "${LABEL[$s]}"; done)

@@ -30,6 +30,8 @@
 # Idempotent: running "start" twice starts nothing the second time; "stop" after
 # "stop" does nothing.
 set -euo pipefail
+# shellcheck source=proc.sh
+. "$(dirname "${BASH_SOURCE[0]}")/proc.sh"
 set +m
 
 STATE=${FUSELOOP_SERVICES_STATE:-/run/fuseloop-services}
@@ -73,15 +75,8 @@ install_pkgs() {
 
 # --------------------------------------------------------- process records --
 
-# Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat);
-# together with the pid it names one process even if pids are reused.
-starttime() {
-    local stat f
-    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-    read -r -a f <<<"${stat##*) }"
-    printf '%s\n' "${f[19]}"
-}
-
+# Records a started process by pid and start time (starttime(), proc.sh), which
+# together name one process even if pids are reused.
 record() { # name pid
     printf '%s %s\n' "$2" "$(starttime "$2")" >"$STATE/$1.pid"
 }
@@ -93,18 +88,6 @@ recorded_alive() {
     read -r pid st <"$STATE/$1.pid" || return 1
     [ -n "$pid" ] && [ "$(starttime "$pid" 2>/dev/null)" = "$st" ] || return 1
     printf '%s\n' "$pid"
-}
-
-alive() { [ -e "/proc/$1" ] && [ "$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null)" != Z ]; }
-
-wait_until() { # seconds command...
-    local n=$(( $1 * 10 ))
-    shift
-    until "$@" >/dev/null 2>&1; do
-        n=$(( n - 1 ))
-        [ "$n" -gt 0 ] || return 1
-        sleep 0.1
-    done
 }
 
 # A daemon started with "setsid cmd &" from this non-interactive script keeps
@@ -135,16 +118,6 @@ launch() {
 bus_ok() {
     busctl --system --timeout=2 call org.freedesktop.DBus /org/freedesktop/DBus \
         org.freedesktop.DBus GetId >/dev/null 2>&1
-}
-
-has_owner() {
-    busctl --system --timeout=2 call org.freedesktop.DBus /org/freedesktop/DBus \
-        org.freedesktop.DBus NameHasOwner s "$1" 2>/dev/null | grep -q 'b true'
-}
-
-owner_pid() {
-    busctl --system --timeout=2 call org.freedesktop.DBus /org/freedesktop/DBus \
-        org.freedesktop.DBus GetConnectionUnixProcessID s "$1" 2>/dev/null | awk '{print $2}'
 }
 
 start_dbus() {
