@@ -808,9 +808,10 @@ static void mapping_activate(Mapping *m) {
         bus_mapping_emit_added(m);
         mapping_store(m);
 
-        log_mapping_info(m, "%s is active (source '%s', %" PRIu64 " bytes at offset %" PRIu64 ").",
-                         mapping_device(m, dev, sizeof(dev)), m->source_description, m->options.size,
-                         m->options.offset);
+        /* Not inside the log call: its arguments are not evaluated below the log level. */
+        (void) mapping_device(m, dev, sizeof(dev));
+        log_mapping_info(m, "%s is active (source '%s', %" PRIu64 " bytes at offset %" PRIu64 ").", dev,
+                         m->source_description, m->options.size, m->options.offset);
 
         if (m->map_call) {
                 int r = sd_bus_reply_method_return(m->map_call, "os", m->object_path, dev);

@@ -109,3 +109,20 @@ tail -n +$((SEEN + 1)) "$FL_DAEMON_LOG" >"$FL_TMP/fallback.log"
 grep -qE '^<6>fuseloopd .* ready on ' "$FL_TMP/fallback.log" || fail "no '<6>' start-up line on the stream in $FL_DAEMON_LOG"
 ! grep -qE '^(error|warning): ' "$FL_TMP/fallback.log" || fail "plain-file words on a journal stream"
 assert_nothing_mapped
+
+step "a daemon that logs only warnings maps as well: Map still returns the device"
+# The device once came from inside an info message, and went missing with it.
+FL_DAEMON_WRAPPER=()
+FL_DAEMON_ARGS=(--log-level warning)
+SEEN=$(wc -l <"$FL_DAEMON_LOG")
+start_daemon
+DEV=$(ctl_map "$NAME2" "$FL_TMP/data.bin")
+assert_match '^/dev/loop[0-9]+$' "$DEV" "the device fuseloopctl map printed"
+assert_eq "$DEV" "$(get_prop "$NAME2" Device)" "Device property"
+OUT=$(flbus map-uri "${NAME2}u" "$FL_TMP/data.bin")
+assert_contains "$OUT" "/dev/loop" "MapURI's reply"
+ctl unmap "$NAME2"
+ctl unmap "${NAME2}u"
+stop_daemon TERM
+! tail -n +$((SEEN + 1)) "$FL_DAEMON_LOG" | grep -q "is active" || fail "an info message at log level warning"
+assert_nothing_mapped
