@@ -314,6 +314,12 @@ static int verb_map(char **args) {
         r = sd_bus_message_read(reply, "os", &path, &device);
         if (r < 0)
                 return bus_parse_error(r);
+        /* Callers use the printed line as a device: a reply without one is an error, not "". */
+        if (strncmp(device, "/dev/", 5) != 0) {
+                unmap_after_failure(bus, name);
+                return error_errno(EPROTO, "fuseloopd mapped '%s' but named no device ('%s'); unmapped it again",
+                                   name, device);
+        }
 
         if (arg_mount) {
                 r = mount_target(device, &target);
