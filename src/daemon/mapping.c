@@ -617,13 +617,13 @@ static bool mapping_wants_passthrough(const Mapping *m) {
 /* The source is there and the options fit it: the FUSE session comes next. */
 static void mapping_source_ready(Mapping *m) {
         int fd = source_fd_get_fd(m->source);
-        bool passthrough = false;
+        bool want_passthrough = mapping_wants_passthrough(m), passthrough = false;
         int r;
 
         /* Passthrough maps offsets 1:1: the FUSE file shows the whole source, and the loop device
          * the mapping's part of it. Should the kernel refuse passthrough, the daemon serves that
          * file as any other. */
-        if (mapping_wants_passthrough(m)) {
+        if (want_passthrough) {
                 m->fuse_offset = 0;
                 m->fuse_size = m->source->size;
         } else {
@@ -635,7 +635,7 @@ static void mapping_source_ready(Mapping *m) {
                 mapping_fail(m, FUSELOOP_ERROR_SETUP_FAILED, "cannot create the FUSE session: %s", strerror(-r));
                 return;
         }
-        if (mapping_wants_passthrough(m)) {
+        if (want_passthrough) {
                 r = fuse_file_set_passthrough(m->fuse, fd);
                 if (r < 0)
                         log_mapping_warning_errno(m, r, "cannot ask for passthrough: %m; fuseloopd reads the source.");

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/vfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -234,17 +235,29 @@ static int source_fd_read(Source *s, void *buf, size_t len, uint64_t offset, Sou
 /* What io_uring would do inline, without its round trip through the ring and the eventfd:
  * RWF_NOWAIT reads only what is in the page cache and never waits for the device. Not for
  * sources that io_uring must read on its workers (block devices, files on FUSE). */
-static bool source_fd_read_now(Source *s, void *buf, size_t len, uint64_t offset) {
+static uint64_t monotonic_nsec(void) {
+        struct timespec ts;
+
+        (void) clock_gettime(CLOCK_MONOTONIC, &ts);  /* the vDSO's: no system call */
+        return (uint64_t) ts.tv_sec * 1000000000ULL + (uint64_t) ts.tv_nsec;
+}
+
+static bool source_fd_read_now(Source *s, void *buf, size_t len, uint64_t offset, uint64_t *ret_usec) {
         SourceFd *sf = (SourceFd *) s;
         struct iovec iov = { .iov_base = buf, .iov_len = len };
+        uint64_t start_ns;
         ssize_t n;
 
         if (sf->force_async || sf->no_read_now || offset > (uint64_t) INT64_MAX)
                 return false;
+        start_ns = monotonic_nsec();
         n = preadv2(sf->fd, &iov, 1, (off_t) offset, RWF_NOWAIT);
         if (n < 0 && errno == EOPNOTSUPP)
                 sf->no_read_now = true;  /* the file system cannot tell: ask io_uring from now on */
-        return n >= 0 && (size_t) n == len;
+        if (n < 0 || (size_t) n != len)
+                return false;
+        *ret_usec = (monotonic_nsec() - start_ns + 999) / 1000;
+        return true;
 }
 
 static void source_fd_flush(Source *s) {

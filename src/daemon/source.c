@@ -8,8 +8,8 @@ int source_read(Source *s, void *buf, size_t len, uint64_t offset, SourceReadDon
         return s->vtable->read(s, buf, len, offset, done, userdata);
 }
 
-bool source_read_now(Source *s, void *buf, size_t len, uint64_t offset) {
-        return s->vtable->read_now && s->vtable->read_now(s, buf, len, offset);
+bool source_read_now(Source *s, void *buf, size_t len, uint64_t offset, uint64_t *ret_usec) {
+        return s->vtable->read_now && s->vtable->read_now(s, buf, len, offset, ret_usec);
 }
 
 void source_flush(Source *s) {

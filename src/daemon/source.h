@@ -17,9 +17,10 @@ typedef struct SourceVTable {
         int (*read)(Source *s, void *buf, size_t len, uint64_t offset, SourceReadDone done,
                     void *userdata);
         /* Optional: reads len bytes at offset into buf at once if that needs no waiting (the
-         * data is in the page cache). Returns true if all of them were read; false tells the
-         * caller to use read(), which also reports any error. */
-        bool (*read_now)(Source *s, void *buf, size_t len, uint64_t offset);
+         * data is in the page cache), and tells how long the read took (in µs, at least 1).
+         * Returns true if all of them were read; false tells the caller to use read(), which
+         * also reports any error. */
+        bool (*read_now)(Source *s, void *buf, size_t len, uint64_t offset, uint64_t *ret_usec);
         /* Pushes reads queued since the last call to the kernel. */
         void (*flush)(Source *s);
         /* Optional: lets go of what belongs to the event loop; runs on the loop before free(),
@@ -44,7 +45,7 @@ struct Source {
 int source_read(Source *s, void *buf, size_t len, uint64_t offset, SourceReadDone done, void *userdata);
 
 /* The read at once, where the source has one (see SourceVTable.read_now). */
-bool source_read_now(Source *s, void *buf, size_t len, uint64_t offset);
+bool source_read_now(Source *s, void *buf, size_t len, uint64_t offset, uint64_t *ret_usec);
 
 /* Submits queued reads. */
 void source_flush(Source *s);
